@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install what expertd needs to build and test on Debian/Ubuntu. Idempotent: skips apt when
+# every package is already installed. Needs root (or sudo).
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev liburing-dev libcriterion-dev
+      node-llhttp clang python3)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install-deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Build expertd and run every test: the Criterion suites (release build, then again under
+# ASan+UBSan), a short fuzz smoke run of every libFuzzer target, and the public golden check
+# when ../shared is beside the repository. Exits non-zero on any failure.
+#   bash tests/run.sh            everything
+#   FAST=1 bash tests/run.sh     release build and unit tests only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/install-deps.sh
+jobs=$(nproc)
+
+echo "== build (release) =="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+echo "== unit tests (release) =="
+ctest --test-dir build --output-on-failure -j1
+
+[ -n "${FAST:-}" ] && exit 0
+
+echo "== unit tests (ASan+UBSan) =="
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEXPERTD_SANITIZE=address,undefined \
+  -DEXPERTD_CUDA=OFF >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j1
+
+echo "== fuzz smoke (${FUZZ_SECONDS:-30} s per target) =="
+CC=clang cmake -S . -B build-fuzz -DEXPERTD_FUZZ=ON -DEXPERTD_TESTS=OFF -DEXPERTD_CUDA=OFF \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j"$jobs"
+for f in build-fuzz/fuzz_*; do
+  [ -x "$f" ] || continue
+  name=$(basename "$f"); corpus="tests/fuzz/corpus/${name#fuzz_}"
+  work=$(mktemp -d); [ -d "$corpus" ] && cp -r "$corpus/." "$work/"
+  "$f" -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 "$work" 2>&1 | tail -n 2
+  rm -rf "$work"
+done
+
+if [ -x ../shared/tools/check-goldens ]; then
+  echo "== public goldens (../shared/tools/check-goldens) =="
+  ../shared/tools/check-goldens build/expertd
+fi
