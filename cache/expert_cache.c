@@ -12,7 +12,8 @@
 
 struct xd_xc {
     const struct xd_model *m;
-    int32_t *pins; /* [n_layer * n_expert] */
+    int32_t *pins;     /* [n_layer * n_expert] */
+    uint8_t *touched;  /* [n_layer * n_expert]: ever acquired */
     int64_t n_pinned;
     struct xd_xc_stats stats;
 };
@@ -23,7 +24,10 @@ int xd_xc_create_resident(const struct xd_model *m, struct xd_xc **out) {
     if (!xc) return XD_E_NOMEM;
     xc->m = m;
     xc->pins = calloc((size_t)(m->hp.n_layer * m->hp.n_expert), sizeof *xc->pins);
-    if (!xc->pins) {
+    xc->touched = calloc((size_t)(m->hp.n_layer * m->hp.n_expert), 1);
+    if (!xc->pins || !xc->touched) {
+        free(xc->pins);
+        free(xc->touched);
         free(xc);
         return XD_E_NOMEM;
     }
@@ -34,6 +38,7 @@ int xd_xc_create_resident(const struct xd_model *m, struct xd_xc **out) {
 void xd_xc_destroy(struct xd_xc *xc) {
     if (!xc) return;
     free(xc->pins);
+    free(xc->touched);
     free(xc);
 }
 
@@ -45,7 +50,12 @@ int xd_xc_acquire(struct xd_xc *xc, int64_t layer, int64_t expert, struct xd_exp
     out->gate = xd_tensor_expert(&L->gate_exps, expert);
     out->up = xd_tensor_expert(&L->up_exps, expert);
     out->down = xd_tensor_expert(&L->down_exps, expert);
-    xc->pins[layer * hp->n_expert + expert]++;
+    const int64_t i = layer * hp->n_expert + expert;
+    xc->pins[i]++;
+    if (!xc->touched[i]) {
+        xc->touched[i] = 1;
+        xc->stats.distinct++;
+    }
     xc->n_pinned++;
     xc->stats.acquires++;
     xc->stats.hits++;

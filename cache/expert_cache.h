@@ -30,6 +30,7 @@ struct xd_xc_stats {
     uint64_t bytes_read;  /* expert bytes read from storage */
     uint64_t evictions;
     uint64_t prefetches;  /* prefetch hints received */
+    uint64_t distinct;    /* distinct (layer, expert) pairs ever acquired */
 };
 
 struct xd_xc;

@@ -303,3 +303,12 @@ struct xd_tensor xd_tensor_expert(const struct xd_tensor *t, int64_t expert) {
     v.data = (const char *)t->data + (size_t)expert * t->nb[2];
     return v;
 }
+
+uint64_t xd_model_nonexpert_bytes(const struct xd_model *m) {
+    uint64_t total = 0;
+    for (int64_t i = 0; i < m->gguf.n_tensors; i++) {
+        const struct xd_gguf_tensor *t = &m->gguf.tensors[i];
+        if (!strstr(t->name, "_exps.")) total += t->nbytes;
+    }
+    return total;
+}

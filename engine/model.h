@@ -84,6 +84,10 @@ struct xd_model {
 int xd_model_load(const char *path, struct xd_model **out, char *err, size_t errlen);
 void xd_model_free(struct xd_model *m);
 
+/* Bytes of all weights that are not routed experts (attention, norms, router, LM head,
+ * embedding table). */
+uint64_t xd_model_nonexpert_bytes(const struct xd_model *m);
+
 /* A 2-D view of one expert's matrix inside a 3-D merged expert tensor. */
 struct xd_tensor xd_tensor_expert(const struct xd_tensor *t, int64_t expert);
 
