@@ -1,0 +1,320 @@
+/* cmd_run.c - `expertd run`: generate text from a prompt on the CPU engine, for people and
+ * for scripts. Text mode streams the completion to stdout (timings to stderr); --json prints one
+ * object {prompt_tokens, tokens, text, top_logprobs, stats} whose logprobs are log-softmax over
+ * the full vocabulary before any sampling transform, the shape the golden checks read.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmd.h"
+#include "forward.h"
+#include "model.h"
+#include "sampler.h"
+#include "tokenizer.h"
+#include "xd_error.h"
+
+struct run_opts {
+    const char *model, *prompt;
+    int32_t n_predict, n_ctx, n_logprobs;
+    bool json, ignore_eos;
+    struct xd_sampler_params sp;
+};
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: expertd run -m MODEL -p PROMPT [-n N] [options]\n"
+            "  -m, --model FILE        GGUF model\n"
+            "  -p, --prompt TEXT       prompt (BOS added as the vocabulary asks)\n"
+            "  -n, --n-predict N       tokens to generate (default 64)\n"
+            "  --temp T                temperature, 0 = greedy (default 0.8)\n"
+            "  --top-k K               (default 40, 0 = off)\n"
+            "  --top-p P               (default 0.95, 1 = off)\n"
+            "  --min-p P               (default 0.05, 0 = off)\n"
+            "  --seed S                RNG seed (default 0)\n"
+            "  --repeat-penalty R      (default 1 = off)\n"
+            "  --presence-penalty P, --frequency-penalty F   OpenAI-style (default 0)\n"
+            "  --logprobs K            report the K most likely tokens per step (0..20)\n"
+            "  --ctx N                 context positions (default prompt + n)\n"
+            "  --ignore-eos            keep generating after end-of-generation tokens\n"
+            "  --json                  print one JSON object instead of the text\n");
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Parse a number argument; false (with a message) if malformed or out of [lo, hi]. */
+static bool num_arg(const char *flag, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "expertd run: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi,
+                s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static int parse_args(int argc, char **argv, struct run_opts *o) {
+    o->sp = xd_sampler_params_default();
+    o->n_predict = 64;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        double v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        }
+        if (!strcmp(a, "--json")) {
+            o->json = true;
+            continue;
+        }
+        if (!strcmp(a, "--ignore-eos")) {
+            o->ignore_eos = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "expertd run: unknown option or missing value: %s\n", a);
+            return -1;
+        }
+        const char *val = argv[++i];
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = val;
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = val;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+            if (!num_arg(a, val, 0, 1 << 24, &v)) return -1;
+            o->n_predict = (int32_t)v;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!num_arg(a, val, 1, 1 << 24, &v)) return -1;
+            o->n_ctx = (int32_t)v;
+        } else if (!strcmp(a, "--temp")) {
+            if (!num_arg(a, val, 0, 100, &v)) return -1;
+            o->sp.temperature = (float)v;
+        } else if (!strcmp(a, "--top-k")) {
+            if (!num_arg(a, val, 0, 1 << 30, &v)) return -1;
+            o->sp.top_k = (int32_t)v;
+        } else if (!strcmp(a, "--top-p")) {
+            if (!num_arg(a, val, 0, 1, &v)) return -1;
+            o->sp.top_p = (float)v;
+        } else if (!strcmp(a, "--min-p")) {
+            if (!num_arg(a, val, 0, 1, &v)) return -1;
+            o->sp.min_p = (float)v;
+        } else if (!strcmp(a, "--seed")) {
+            if (!num_arg(a, val, 0, 18446744073709551615.0, &v)) return -1;
+            o->sp.seed = (uint64_t)v;
+        } else if (!strcmp(a, "--repeat-penalty")) {
+            if (!num_arg(a, val, 0.01, 100, &v)) return -1;
+            o->sp.repetition_penalty = (float)v;
+        } else if (!strcmp(a, "--presence-penalty")) {
+            if (!num_arg(a, val, -2, 2, &v)) return -1;
+            o->sp.presence_penalty = (float)v;
+        } else if (!strcmp(a, "--frequency-penalty")) {
+            if (!num_arg(a, val, -2, 2, &v)) return -1;
+            o->sp.frequency_penalty = (float)v;
+        } else if (!strcmp(a, "--logprobs")) {
+            if (!num_arg(a, val, 0, XD_LOGPROBS_MAX, &v)) return -1;
+            o->n_logprobs = (int32_t)v;
+        } else {
+            fprintf(stderr, "expertd run: unknown option %s\n", a);
+            return -1;
+        }
+    }
+    if (!o->model || !o->prompt) {
+        fprintf(stderr, "expertd run: -m MODEL and -p PROMPT are required\n");
+        usage(stderr);
+        return -1;
+    }
+    o->sp.n_logprobs = o->n_logprobs;
+    return 0;
+}
+
+static json_t *ids_json(const int32_t *ids, size_t n) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
+    return a;
+}
+
+int xd_cmd_run(int argc, char **argv) {
+    struct run_opts o = {0};
+    int prc = parse_args(argc, argv, &o);
+    if (prc) return prc > 0 ? 0 : 2;
+
+    char err[512] = "";
+    struct xd_model *m = NULL;
+    struct xd_ctx *ctx = NULL;
+    struct xd_sampler *smp = NULL;
+    struct xd_tokens prompt = {0};
+    int32_t *gen = NULL, *pos = NULL, *seq = NULL;
+    float *logits = NULL;
+    char *text = NULL, *piece = NULL;
+    json_t *tops = NULL;
+    int status = 1, rc;
+
+    if ((rc = xd_model_load(o.model, &m, err, sizeof err))) {
+        fprintf(stderr, "expertd run: %s: %s\n", o.model, err);
+        goto out;
+    }
+    if ((rc = xd_tokenize(m->tok, o.prompt, strlen(o.prompt),
+                          XD_TOK_ADD_SPECIAL | XD_TOK_PARSE_SPECIAL, &prompt))) {
+        fprintf(stderr, "expertd run: cannot tokenize the prompt: %s\n", xd_strerror(rc));
+        goto out;
+    }
+    if (prompt.n == 0) {
+        fprintf(stderr, "expertd run: the prompt is empty and the vocabulary adds no BOS\n");
+        goto out;
+    }
+    const int32_t n_vocab = (int32_t)m->hp.n_vocab;
+    int64_t need = (int64_t)prompt.n + o.n_predict;
+    struct xd_ctx_params cp = {.n_ctx = o.n_ctx ? o.n_ctx : (int32_t)(need < 16 ? 16 : need)};
+    if ((rc = xd_ctx_create(m, &cp, &ctx, err, sizeof err))) {
+        fprintf(stderr, "expertd run: %s\n", err);
+        goto out;
+    }
+    if (need > cp.n_ctx) {
+        fprintf(stderr, "expertd run: prompt (%zu tokens) + n (%d) exceeds the context (%d)\n",
+                prompt.n, o.n_predict, cp.n_ctx);
+        goto out;
+    }
+    if ((rc = xd_sampler_create(&o.sp, n_vocab, &smp))) {
+        fprintf(stderr, "expertd run: invalid sampling parameters\n");
+        goto out;
+    }
+    gen = calloc((size_t)o.n_predict + 1, sizeof *gen);
+    pos = calloc(prompt.n, sizeof *pos);
+    seq = calloc(prompt.n, sizeof *seq);
+    logits = malloc((size_t)n_vocab * sizeof *logits);
+    size_t piece_cap = xd_detok_out_max(m->tok), text_cap = 4096, text_len = 0;
+    piece = malloc(piece_cap);
+    text = malloc(text_cap);
+    tops = json_array();
+    if (!gen || !pos || !seq || !logits || !piece || !text || !tops) {
+        fprintf(stderr, "expertd run: out of memory\n");
+        goto out;
+    }
+    for (size_t i = 0; i < prompt.n; i++) {
+        pos[i] = (int32_t)i;
+        xd_sampler_accept(smp, prompt.ids[i], false);
+    }
+
+    double t0 = now_s();
+    struct xd_batch b = {.n_tokens = (int32_t)prompt.n, .token = prompt.ids, .pos = pos, .seq = seq};
+    if ((rc = xd_forward(ctx, &b, logits))) {
+        fprintf(stderr, "expertd run: forward pass failed: %s\n", xd_strerror(rc));
+        goto out;
+    }
+    double t1 = now_s();
+
+    struct xd_detok dt;
+    xd_detok_init(&dt, m->tok, 0);
+    int32_t n_gen = 0;
+    for (; n_gen < o.n_predict; n_gen++) {
+        struct xd_logprobs lp;
+        int tok = xd_sampler_sample(smp, logits, o.n_logprobs ? &lp : NULL);
+        if (tok < 0) {
+            fprintf(stderr, "expertd run: no token can be sampled (all logits banned)\n");
+            goto out;
+        }
+        if (o.n_logprobs) {
+            json_t *step = json_array();
+            for (int32_t j = 0; j < lp.n_top; j++) {
+                json_t *pair = json_array();
+                json_array_append_new(pair, json_integer(lp.top[j].token));
+                json_array_append_new(pair, json_real(lp.top[j].logprob));
+                json_array_append_new(step, pair);
+            }
+            json_array_append_new(tops, step);
+        }
+        if (!o.ignore_eos && xd_tokenizer_is_eog(m->tok, tok)) break;
+        gen[n_gen] = tok;
+        xd_sampler_accept(smp, tok, true);
+        int w = xd_detok_push(&dt, tok, piece, piece_cap);
+        if (w > 0) {
+            if (!o.json) {
+                fwrite(piece, 1, (size_t)w, stdout);
+                fflush(stdout);
+            }
+            if (text_len + (size_t)w + 4 > text_cap) {
+                char *nt = realloc(text, text_cap * 2 + (size_t)w);
+                if (!nt) goto out;
+                text = nt;
+                text_cap = text_cap * 2 + (size_t)w;
+            }
+            memcpy(text + text_len, piece, (size_t)w);
+            text_len += (size_t)w;
+        }
+        if (n_gen + 1 == o.n_predict) {
+            n_gen++;
+            break;
+        }
+        int32_t p1 = (int32_t)prompt.n + n_gen, s0 = 0;
+        struct xd_batch one = {.n_tokens = 1, .token = &gen[n_gen], .pos = &p1, .seq = &s0};
+        if ((rc = xd_forward(ctx, &one, logits))) {
+            fprintf(stderr, "expertd run: forward pass failed: %s\n", xd_strerror(rc));
+            goto out;
+        }
+    }
+    int w = xd_detok_flush(&dt, piece, piece_cap);
+    if (w > 0) {
+        if (!o.json) fwrite(piece, 1, (size_t)w, stdout);
+        memcpy(text + text_len, piece, (size_t)w);
+        text_len += (size_t)w;
+    }
+    double t2 = now_s();
+    const struct xd_stats *st = xd_ctx_stats(ctx);
+    double prefill_s = t1 - t0, decode_s = t2 - t1;
+    if (o.json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "prompt_tokens", ids_json(prompt.ids, prompt.n));
+        json_object_set_new(j, "tokens", ids_json(gen, (size_t)n_gen));
+        json_object_set_new(j, "text", json_stringn(text, text_len));
+        json_object_set_new(j, "top_logprobs", tops);
+        tops = NULL;
+        json_t *js = json_object();
+        json_object_set_new(js, "prefill_s", json_real(prefill_s));
+        json_object_set_new(js, "decode_s", json_real(decode_s));
+        json_object_set_new(js, "tokens", json_integer((json_int_t)st->tokens));
+        json_object_set_new(js, "expert_tokens", json_integer((json_int_t)st->expert_tokens));
+        json_object_set_new(js, "experts_touched", json_integer((json_int_t)st->experts_touched));
+        if (m->moe) {
+            /* what the run had to read: every non-expert weight (an upper bound: only the
+             * prompt's rows of the embedding table are touched) and each distinct expert */
+            const struct xd_xc_stats *xs = xd_xc_stats(xd_ctx_xc(ctx));
+            json_object_set_new(js, "experts_distinct", json_integer((json_int_t)xs->distinct));
+            json_object_set_new(js, "weight_bytes_touched",
+                                json_integer((json_int_t)(xd_model_nonexpert_bytes(m) +
+                                                          xs->distinct * m->expert_bytes)));
+        }
+        json_object_set_new(j, "stats", js);
+        char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+        json_decref(j);
+        if (!s) goto out;
+        puts(s);
+        free(s);
+    } else {
+        putchar('\n');
+        fprintf(stderr, "expertd run: prompt %zu tokens in %.3f s (%.1f tok/s), generated %d in "
+                "%.3f s (%.1f tok/s)\n", prompt.n, prefill_s, (double)prompt.n / prefill_s, n_gen,
+                decode_s, n_gen > 0 ? (double)(n_gen - 1) / decode_s : 0.0);
+    }
+    status = 0;
+out:
+    json_decref(tops);
+    free(text);
+    free(piece);
+    free(logits);
+    free(seq);
+    free(pos);
+    free(gen);
+    xd_tokens_free(&prompt);
+    xd_sampler_destroy(smp);
+    xd_ctx_destroy(ctx);
+    xd_model_free(m);
+    return status;
+}
