@@ -22,7 +22,7 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEXPERTD_SANITIZE=address,und
   -DEXPERTD_CUDA=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir build-asan --output-on-failure -j1
+  LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" ctest --test-dir build-asan --output-on-failure -j1
 
 echo "== fuzz smoke (${FUZZ_SECONDS:-30} s per target) =="
 CC=clang cmake -S . -B build-fuzz -DEXPERTD_FUZZ=ON -DEXPERTD_TESTS=OFF -DEXPERTD_CUDA=OFF \
@@ -30,9 +30,12 @@ CC=clang cmake -S . -B build-fuzz -DEXPERTD_FUZZ=ON -DEXPERTD_TESTS=OFF -DEXPERT
 cmake --build build-fuzz -j"$jobs"
 for f in build-fuzz/fuzz_*; do
   [ -x "$f" ] || continue
-  name=$(basename "$f"); corpus="tests/fuzz/corpus/${name#fuzz_}"
+  name=$(basename "$f"); short=${name#fuzz_}; corpus="tests/fuzz/corpus/$short"
   work=$(mktemp -d); [ -d "$corpus" ] && cp -r "$corpus/." "$work/"
-  "$f" -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 "$work" 2>&1 | tail -n 2
+  dict=(); for d in "tests/fuzz/$short.dict" "tests/fuzz/${short%%_*}.dict"; do
+    [ -f "$d" ] && { dict=(-dict="$d"); break; }; done
+  echo "-- $name"
+  "$f" -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 "${dict[@]}" "$work" 2>&1 | tail -n 2
   rm -rf "$work"
 done
 
