@@ -18,7 +18,7 @@ ctest --test-dir build --output-on-failure -j1
 [ -n "${FAST:-}" ] && exit 0
 
 echo "== unit tests (ASan+UBSan) =="
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEXPERTD_SANITIZE=address,undefined \
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-O1 -DEXPERTD_SANITIZE=address,undefined \
   -DEXPERTD_CUDA=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
