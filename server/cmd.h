@@ -8,5 +8,6 @@ int xd_cmd_inspect(int argc, char **argv);
 int xd_cmd_gen(int argc, char **argv);
 int xd_cmd_tokenize(int argc, char **argv);
 int xd_cmd_run(int argc, char **argv);
+int xd_cmd_serve(int argc, char **argv);
 
 #endif

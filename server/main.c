@@ -16,6 +16,7 @@ static const struct xd_cmd cmds[] = {
     {"tokenize", xd_cmd_tokenize, "print the token ids of a text as a JSON array"},
     {"inspect", xd_cmd_inspect, "print a GGUF model's metadata, tensors and expert sizes"},
     {"gen", xd_cmd_gen, "write a synthetic MoE model as GGUF"},
+    {"serve", xd_cmd_serve, "serve OpenAI-compatible completions over HTTP"},
 };
 
 static void usage(FILE *f) {

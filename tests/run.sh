@@ -14,6 +14,8 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 echo "== unit tests (release) =="
 ctest --test-dir build --output-on-failure -j1
+echo "== end-to-end: expertd serve (release) =="
+bash tests/e2e/serve_test.sh build
 
 [ -n "${FAST:-}" ] && exit 0
 
@@ -23,6 +25,9 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-O1 -DEXPERTD_
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" ctest --test-dir build-asan --output-on-failure -j1
+echo "== end-to-end: expertd serve (ASan+UBSan) =="
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 E2E_LONG_TOKENS=40 \
+  bash tests/e2e/serve_test.sh build-asan
 
 echo "== fuzz smoke (${FUZZ_SECONDS:-30} s per target) =="
 CC=clang cmake -S . -B build-fuzz -DEXPERTD_FUZZ=ON -DEXPERTD_TESTS=OFF -DEXPERTD_CUDA=OFF \

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# serve_test.sh - end-to-end tests of `expertd serve` over real sockets on 127.0.0.1: curl for
+# the HTTP surface (errors, limits, streaming, disconnects, keep-alive), raw sockets for what
+# curl cannot send (raw_http.py: pipelining, chunked + Expect, slow clients), promtool for
+# /metrics, and the official `openai` npm client (openai_client.mjs). Every server runs on an
+# ephemeral port with the tiny fixture model; every loop is bounded; servers are killed on exit.
+# The last line is "N passed, M failed"; the exit status is non-zero when anything failed.
+#   bash tests/e2e/serve_test.sh [BUILD_DIR]        (default: build)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${1:-build}
+BIN=$BUILD/expertd
+MODEL=tests/fixtures/mixtral-tiny-q8_0.gguf
+NAME=mixtral-tiny-q8_0
+WORK=$(mktemp -d)
+NODE_DIR=${XD_E2E_NODE_DIR:-$BUILD/e2e-node}
+# token count of the long requests (drain, queue): the default suits a release build (1-50 ms a
+# token on the fixture, depending on load); sanitizer builds are far slower: E2E_LONG_TOKENS=40
+LONG=${E2E_LONG_TOKENS:-200}
+QUEUE_TOKENS=$((LONG < 200 ? LONG : 200))
+PIDS=()
+pass=0
+fail=0
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ok() { echo "ok $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1${2:+: $2}"; fail=$((fail + 1)); }
+# check NAME COMMAND...: the command's status decides
+check() { local n=$1; shift; if "$@"; then ok "$n"; else bad "$n"; fi; }
+# j FILE EXPR: evaluate a Python expression over the JSON in FILE (d), print it
+j() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2" 2>/dev/null; }
+
+# start VAR ARGS...: start a server, wait until it listens (and /health is 200 unless
+# NO_WAIT_READY=1); VAR gets its port, VAR_PID its pid.
+start() {
+  local var=$1; shift
+  local pf=$WORK/$var.port
+  "$BIN" serve --port 0 --port-file "$pf" --quiet "$@" >"$WORK/$var.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  printf -v "${var}_PID" %s "$pid"
+  for _ in $(seq 1 300); do [ -s "$pf" ] && break; sleep 0.05; done
+  local port; port=$(cat "$pf" 2>/dev/null)
+  printf -v "$var" %s "$port"
+  [ -n "$port" ] || { echo "server $var did not start:"; cat "$WORK/$var.log"; return 1; }
+  [ "${NO_WAIT_READY:-0}" = 1 ] && return 0
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "localhost:$port/health")" = 200 ] && return 0
+    sleep 0.05
+  done
+  echo "server $var never became ready:"; cat "$WORK/$var.log"; return 1
+}
+
+# wait_exit PID SECONDS: the exit status of a server we signalled, or 124 (then killed)
+wait_exit() {
+  local t=0
+  while kill -0 "$1" 2>/dev/null && [ $t -lt $(($2 * 20)) ]; do sleep 0.05; t=$((t + 1)); done
+  if kill -0 "$1" 2>/dev/null; then kill -9 "$1"; wait "$1" 2>/dev/null; return 124; fi
+  wait "$1"
+}
+
+# background clients: bounded by curl --max-time, waited for by pid (the servers are jobs too)
+BG=()
+wait_bg() { for p in "${BG[@]}"; do wait "$p"; done; BG=(); }
+
+# post PORT BODY [curl args...]: POST /v1/completions; body in $WORK/out, status in $code
+post() {
+  local port=$1 body=$2; shift 2
+  code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$port/v1/completions" \
+    -H 'Content-Type: application/json' -d "$body" "$@")
+}
+
+[ -x "$BIN" ] || { echo "no $BIN: build first"; echo "0 passed, 1 failed"; exit 1; }
+
+echo "== main server =="
+start A -m "$MODEL" --parallel 4 --ctx 4096 || { echo "0 passed, 1 failed"; exit 1; }
+
+# --- basic endpoints ---
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$A/health")
+check "health 200 ok" [ "$code" = 200 -a "$(j "$WORK/out" 'd["status"]')" = ok ]
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$A/v1/models")
+check "models list" [ "$code" = 200 -a "$(j "$WORK/out" 'd["object"]+":"+d["data"][0]["id"]')" = "list:$NAME" ]
+
+# --- completions ---
+post "$A" "{\"model\":\"$NAME\",\"prompt\":\"Once upon a time\",\"max_tokens\":12,\"seed\":5}"
+check "completion 200" [ "$code" = 200 ]
+check "completion shape" [ "$(j "$WORK/out" 'd["object"]=="text_completion" and d["id"].startswith("cmpl-") and len(d["choices"])==1 and d["choices"][0]["finish_reason"] in ("length","stop") and d["usage"]["total_tokens"]==d["usage"]["prompt_tokens"]+d["usage"]["completion_tokens"]')" = True ]
+check "completion max_tokens honoured" [ "$(j "$WORK/out" 'd["usage"]["completion_tokens"]<=12')" = True ]
+text1=$(j "$WORK/out" 'd["choices"][0]["text"]')
+post "$A" "{\"model\":\"$NAME\",\"prompt\":\"Once upon a time\",\"max_tokens\":12,\"seed\":5}"
+check "same seed, same text" [ "$(j "$WORK/out" 'd["choices"][0]["text"]')" = "$text1" ]
+
+# determinism under batching: the same seeded request alone and among 6 concurrent others
+body_a="{\"model\":\"$NAME\",\"prompt\":\"The quick brown fox\",\"max_tokens\":24,\"seed\":11,\"temperature\":0.9,\"ignore_eos\":true}"
+post "$A" "$body_a"; alone=$(j "$WORK/out" 'd["choices"][0]["text"]')
+for i in 1 2 3 4 5 6; do
+  curl -s --max-time 300 -o "$WORK/bg$i" "localhost:$A/v1/completions" -d "{\"model\":\"$NAME\",\"prompt\":\"Noise $i\",\"max_tokens\":40,\"seed\":$i,\"ignore_eos\":true}" &
+  BG+=($!)
+done
+curl -s --max-time 300 -o "$WORK/batched" "localhost:$A/v1/completions" -d "$body_a" &
+BG+=($!)
+wait_bg
+check "seeded output identical alone and batched" [ "$(j "$WORK/batched" 'd["choices"][0]["text"]')" = "$alone" ]
+ok_bg=0; for i in 1 2 3 4 5 6; do [ "$(j "$WORK/bg$i" 'len(d["choices"])')" = 1 ] && ok_bg=$((ok_bg + 1)); done
+check "6 concurrent requests all answered" [ "$ok_bg" = 6 ]
+
+# streaming: SSE framing, [DONE], same text as non-streamed, usage chunk
+curl -sN "localhost:$A/v1/completions" -d "{\"model\":\"$NAME\",\"prompt\":\"Once upon a time\",\"max_tokens\":12,\"seed\":5,\"stream\":true,\"stream_options\":{\"include_usage\":true}}" >"$WORK/sse"
+check "stream ends with data: [DONE]" [ "$(grep -v '^$' "$WORK/sse" | tail -n 1)" = "data: [DONE]" ]
+stext=$(python3 -c '
+import json,sys
+t=""; u=None
+for line in open(sys.argv[1]):
+    if line.startswith("data: {"):
+        d=json.loads(line[6:])
+        if d.get("usage"): u=d["usage"]
+        for c in d["choices"]: t+=c["text"]
+print(t if u else "NO-USAGE")' "$WORK/sse")
+check "stream text equals non-stream text" [ "$stext" = "$text1" ]
+check "stream events separated by blank lines" [ "$(grep -c '^data: ' "$WORK/sse")" -ge 3 -a "$(grep -c '^$' "$WORK/sse")" = "$(grep -c '^data: ' "$WORK/sse")" ]
+
+# n > 1 and several prompts, logprobs, echo, stop
+post "$A" "{\"model\":\"$NAME\",\"prompt\":[\"Hello\",\"World\"],\"max_tokens\":3,\"n\":2,\"seed\":1,\"logprobs\":3,\"echo\":true}"
+check "2 prompts x n=2 -> 4 choices in order" [ "$(j "$WORK/out" '[c["index"] for c in d["choices"]]==[0,1,2,3]')" = True ]
+check "echo prepends the prompt" [ "$(j "$WORK/out" 'd["choices"][2]["text"].startswith("World")')" = True ]
+check "logprobs shape (echo: first token null)" [ "$(j "$WORK/out" 'all(len(c["logprobs"]["tokens"])==len(c["logprobs"]["token_logprobs"])==len(c["logprobs"]["top_logprobs"])==len(c["logprobs"]["text_offset"]) and c["logprobs"]["token_logprobs"][0] is None and all(len(t)<=4 for t in c["logprobs"]["top_logprobs"][1:]) for c in d["choices"])')" = True ]
+post "$A" "{\"model\":\"$NAME\",\"prompt\":[1,2,3],\"max_tokens\":0}"
+check "token-id prompt, max_tokens 0" [ "$code" = 200 -a "$(j "$WORK/out" 'd["usage"]["completion_tokens"]')" = 0 ]
+first_word=$(printf '%s' "$text1" | cut -c2-3)
+post "$A" "{\"model\":\"$NAME\",\"prompt\":\"Once upon a time\",\"max_tokens\":12,\"seed\":5,\"stop\":[\"$first_word\"]}"
+check "stop string ends the text before it" [ "$(j "$WORK/out" 'd["choices"][0]["finish_reason"]')" = stop -a "$(j "$WORK/out" 'len(d["choices"][0]["text"])')" -lt "${#text1}" ]
+
+# --- errors ---
+post "$A" '{bad json'
+check "bad JSON -> 400 invalid_json" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["code"]')" = invalid_json ]
+post "$A" "{\"model\":\"$NAME\",\"prompt\":\"x\",\"temperature\":\"hot\"}"
+check "wrong type -> 400 naming the param" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["param"]')" = temperature ]
+post "$A" "{\"model\":\"$NAME\",\"prompt\":\"x\",\"max_tokens\":-3}"
+check "out of range -> 400 with range" [ "$code" = 400 ] && grep -q 'between 0 and' "$WORK/out"
+post "$A" "{\"model\":\"$NAME\",\"prompt\":\"x\",\"n\":9}"
+check "n above --parallel -> 400" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["param"]')" = n ]
+post "$A" "{\"model\":\"$NAME\",\"prompt\":\"x\",\"suffix\":\"y\"}"
+check "suffix -> 400 not supported" [ "$code" = 400 ] && grep -q 'not supported' "$WORK/out"
+post "$A" "{\"model\":\"$NAME\",\"prompt\":\"x\",\"frobnicate\":1}"
+check "unknown field -> 400" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["param"]')" = frobnicate ]
+post "$A" "{\"model\":\"$NAME\",\"prompt\":[$(printf '5,%.0s' $(seq 1 4089))5],\"max_tokens\":10}"
+check "prompt + max_tokens over context -> 400" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["code"]')" = context_length_exceeded ]
+post "$A" '{"model":"gpt-4","prompt":"x"}'
+check "unknown model -> 404" [ "$code" = 404 -a "$(j "$WORK/out" 'd["error"]["code"]')" = model_not_found ]
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$A/v2/nothing")
+check "unknown route -> 404 JSON" [ "$code" = 404 -a "$(j "$WORK/out" 'd["error"]["type"]')" = invalid_request_error ]
+code=$(curl -s -D "$WORK/hdr" -o "$WORK/out" -w '%{http_code}' -X DELETE "localhost:$A/v1/models")
+check "wrong method -> 405 with Allow" [ "$code" = 405 ] && grep -qi '^Allow: GET' "$WORK/hdr"
+head -c $((9 * 1024 * 1024)) /dev/zero | tr '\0' 'a' >"$WORK/huge"
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$A/v1/completions" --data-binary @"$WORK/huge")
+check "9 MiB body -> 413" [ "$code" = 413 ]
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$A/v1/completions" -H 'Expect:' --data-binary @"$WORK/huge")
+check "9 MiB body without Expect -> 413" [ "$code" = 413 ]
+
+# --- connection behaviour ---
+curl -sv "localhost:$A/health" "localhost:$A/health" -o /dev/null -o /dev/null 2>"$WORK/kv"
+check "keep-alive reuses the connection" grep -q 'Re-using existing connection' "$WORK/kv"
+check "pipelined requests answered in order" python3 tests/e2e/raw_http.py "$A" pipeline
+check "chunked body + Expect: 100-continue" python3 tests/e2e/raw_http.py "$A" chunked_expect
+check "garbage -> 400 + close" python3 tests/e2e/raw_http.py "$A" garbage
+check "oversized headers -> 431" python3 tests/e2e/raw_http.py "$A" huge_headers
+
+# disconnect mid-stream cancels the request and frees its slot
+metric() { curl -s "localhost:$1/metrics" | awk -v m="$2" '$1==m {print $2}'; }
+before=$(metric "$A" expertd_requests_cancelled_total)
+curl -sN --max-time 1 "localhost:$A/v1/completions" -d "{\"model\":\"$NAME\",\"prompt\":\"Go\",\"max_tokens\":4000,\"ignore_eos\":true,\"stream\":true}" >"$WORK/cut" 2>/dev/null
+got_some=$(grep -c '^data: {' "$WORK/cut")
+freed=no
+for _ in $(seq 1 100); do
+  if [ "$(metric "$A" expertd_requests_cancelled_total)" -gt "$before" ] && [ "$(metric "$A" expertd_kv_slots_used)" = 0 ]; then freed=yes; break; fi
+  sleep 0.05
+done
+check "disconnect mid-stream: tokens were streamed" [ "$got_some" -gt 0 ]
+check "disconnect mid-stream: request cancelled, slot freed" [ "$freed" = yes ]
+post "$A" "{\"model\":\"$NAME\",\"prompt\":\"Still alive\",\"max_tokens\":4}"
+check "server serves after a disconnect" [ "$code" = 200 ]
+
+# --- metrics ---
+curl -s "localhost:$A/metrics" >"$WORK/metrics"
+if command -v promtool >/dev/null; then
+  check "promtool check metrics" promtool check metrics <"$WORK/metrics"
+else
+  bad "promtool check metrics" "promtool not installed (Debian package prometheus)"
+fi
+check "metrics: requests by endpoint and status" grep -q '^expertd_requests_total{endpoint="/v1/completions",status="200"} ' "$WORK/metrics"
+check "metrics: TTFT histogram" grep -q '^expertd_time_to_first_token_seconds_count [1-9]' "$WORK/metrics"
+check "metrics: engine and expert cache counters" grep -q '^expertd_expert_cache_acquires_total [1-9]' "$WORK/metrics"
+
+# --- openai npm client ---
+if [ ! -d "$NODE_DIR/node_modules/openai" ]; then
+  npm install --prefix "$NODE_DIR" openai --no-audit --no-fund --silent >"$WORK/npm.log" 2>&1 || cat "$WORK/npm.log"
+fi
+if [ -d "$NODE_DIR/node_modules/openai" ]; then
+  cp tests/e2e/openai_client.mjs "$NODE_DIR/"
+  while IFS= read -r line; do
+    case $line in ok\ *) ok "${line#ok }" ;; FAIL\ *) bad "${line#FAIL }" ;; *) echo "$line" ;; esac
+  done < <(timeout 120 node "$NODE_DIR/openai_client.mjs" "http://127.0.0.1:$A/v1" "$NAME" 2>&1)
+else
+  bad "openai npm client" "npm install openai failed"
+fi
+
+echo "== limits server =="
+start B -m "$MODEL" --parallel 1 --max-queue 1 --max-connections 4 --header-timeout 1 --idle-timeout 1.5 --api-key sekret
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$B/v1/models")
+check "no API key -> 401" [ "$code" = 401 -a "$(j "$WORK/out" 'd["error"]["code"]')" = invalid_api_key ]
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' -H 'Authorization: Bearer wrong' "localhost:$B/v1/models")
+check "wrong API key -> 401" [ "$code" = 401 ]
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' -H 'Authorization: Bearer sekret' "localhost:$B/v1/models")
+check "right API key -> 200" [ "$code" = 200 ]
+check "health needs no key" [ "$(curl -s -o /dev/null -w '%{http_code}' "localhost:$B/health")" = 200 ]
+for i in 1 2 3 4; do
+  curl -s -D "$WORK/q$i.h" -o "$WORK/q$i" -w '%{http_code}' -H 'Authorization: Bearer sekret' "localhost:$B/v1/completions" \
+    --max-time 300 -d "{\"model\":\"$NAME\",\"prompt\":\"Q$i\",\"max_tokens\":$QUEUE_TOKENS,\"ignore_eos\":true}" >"$WORK/q$i.code" &
+  BG+=($!)
+done
+wait_bg
+n429=0; n200=0; ra=0
+for i in 1 2 3 4; do
+  c=$(cat "$WORK/q$i.code"); [ "$c" = 429 ] && n429=$((n429 + 1)); [ "$c" = 200 ] && n200=$((n200 + 1))
+  [ "$c" = 429 ] && grep -qi '^Retry-After:' "$WORK/q$i.h" && ra=$((ra + 1))
+done
+check "queue full -> 429 with Retry-After (got $n200 x 200, $n429 x 429)" [ "$n429" -ge 1 -a "$n200" -ge 1 -a "$ra" = "$n429" ]
+check "header timeout -> 408" python3 tests/e2e/raw_http.py "$B" header_timeout
+check "idle keep-alive connection closed" python3 tests/e2e/raw_http.py "$B" idle_timeout
+check "connections over --max-connections -> 503" python3 tests/e2e/raw_http.py "$B" max_connections 4
+
+echo "== SIGTERM drain =="
+curl -sN "localhost:$A/v1/completions" -d "{\"model\":\"$NAME\",\"prompt\":\"Drain\",\"max_tokens\":$LONG,\"ignore_eos\":true,\"stream\":true}" --max-time 300 >"$WORK/drain" 2>/dev/null &
+BG+=($!)
+sleep 0.3
+kill -TERM "$A_PID"
+sleep 0.2
+refused=no
+curl -s -o /dev/null --max-time 2 "localhost:$A/health" || refused=yes
+wait_bg
+wait_exit "$A_PID" 60; status=$?
+check "drain: new connections refused" [ "$refused" = yes ]
+check "drain: in-flight stream finished with [DONE]" grep -q '^data: \[DONE\]$' "$WORK/drain"
+check "drain: all $LONG tokens delivered" [ "$(grep -c '"finish_reason":"length"' "$WORK/drain")" = 1 ]
+check "drain: exit status 0" [ "$status" = 0 ]
+kill -TERM "$B_PID"; wait_exit "$B_PID" 30; check "limits server drains idle, exit 0" [ $? = 0 ] || tail -5 "$WORK/B.log"
+
+echo "== loading =="
+mkfifo "$WORK/slow.gguf"
+NO_WAIT_READY=1 start C -m "$WORK/slow.gguf"
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$C/health")
+check "health 503 while the model loads" [ "$code" = 503 -a "$(j "$WORK/out" 'd["status"]')" = loading ]
+code=$(curl -s -D "$WORK/hdr" -o "$WORK/out" -w '%{http_code}' "localhost:$C/v1/completions" -d '{}')
+check "completions 503 + Retry-After while loading" [ "$code" = 503 ] && grep -qi '^Retry-After:' "$WORK/hdr"
+# open and close the FIFO without blocking (read-write open): the loader reads an empty file
+exec 3<>"$WORK/slow.gguf"; exec 3>&-
+wait_exit "$C_PID" 30; check "a model that fails to load exits 1" [ $? = 1 ]
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
