@@ -2,7 +2,7 @@
 # Install dependencies, build expertd, and start it on MODEL (default: a generated synthetic
 # Mixtral-layout model whose output is gibberish by design).
 #   bash deploy/quickstart.sh [MODEL.gguf]
-# Environment: PROMPT (default "Once upon a time"), N_PREDICT (default 64).
+# Environment: PORT (default 8080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
@@ -20,9 +20,5 @@ if [ -z "$model" ]; then
   fi
 fi
 
-if build/expertd serve --help >/dev/null 2>&1; then
-  exec build/expertd serve -m "$model" --host 127.0.0.1 --port "${PORT:-8080}"
-fi
-# The HTTP server is not in this build yet: run the engine on a prompt instead.
-echo "quickstart: 'expertd serve' is not built yet; running the engine once on \$PROMPT"
-exec build/expertd run -m "$model" -p "${PROMPT:-Once upon a time}" -n "${N_PREDICT:-64}"
+echo "quickstart: serving $model on http://127.0.0.1:${PORT:-8080} (Ctrl-C to stop)"
+exec build/expertd serve -m "$model" --host 127.0.0.1 --port "${PORT:-8080}"
