@@ -22,7 +22,10 @@
     X(IO, 10, "I/O error", 500)                                                                \
     X(INVALID, 11, "invalid argument", 400)                                                    \
     X(TOKENIZE, 12, "text cannot be tokenized", 400)                                           \
-    X(CONTEXT, 13, "context length exceeded", 400)
+    X(CONTEXT, 13, "context length exceeded", 400)                                             \
+    X(TEMPLATE, 14, "chat template error", 400)                                                \
+    X(TEMPLATE_RAISE, 15, "the chat template rejected the conversation", 400)                  \
+    X(TEMPLATE_LIMIT, 16, "chat template exceeded a limit", 400)
 
 #define XD_E__BASE (-10000)
 

@@ -9,5 +9,6 @@ int xd_cmd_gen(int argc, char **argv);
 int xd_cmd_tokenize(int argc, char **argv);
 int xd_cmd_run(int argc, char **argv);
 int xd_cmd_serve(int argc, char **argv);
+int xd_cmd_template(int argc, char **argv);
 
 #endif
