@@ -9,6 +9,7 @@ int xd_cmd_gen(int argc, char **argv);
 int xd_cmd_tokenize(int argc, char **argv);
 int xd_cmd_run(int argc, char **argv);
 int xd_cmd_serve(int argc, char **argv);
+int xd_cmd_bench(int argc, char **argv);
 int xd_cmd_template(int argc, char **argv);
 
 #endif

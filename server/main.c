@@ -17,6 +17,7 @@ static const struct xd_cmd cmds[] = {
     {"inspect", xd_cmd_inspect, "print a GGUF model's metadata, tensors and expert sizes"},
     {"gen", xd_cmd_gen, "write a synthetic MoE model as GGUF"},
     {"serve", xd_cmd_serve, "serve OpenAI-compatible completions over HTTP"},
+    {"bench", xd_cmd_bench, "benchmarks: serve (load-test an OpenAI-compatible server)"},
     {"template", xd_cmd_template, "render a chat template (the model's or a file) for messages"},
 };
 
