@@ -8,8 +8,10 @@ int xd_cmd_inspect(int argc, char **argv);
 int xd_cmd_gen(int argc, char **argv);
 int xd_cmd_tokenize(int argc, char **argv);
 int xd_cmd_run(int argc, char **argv);
-int xd_cmd_serve(int argc, char **argv);
 int xd_cmd_bench(int argc, char **argv);
+int xd_cmd_serve(int argc, char **argv);
+int xd_cmd_pack(int argc, char **argv);
+int xd_cmd_replay(int argc, char **argv);
 int xd_cmd_template(int argc, char **argv);
 
 #endif

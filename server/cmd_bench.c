@@ -1,8 +1,12 @@
-/* cmd_bench.c - `expertd bench MODE ...`: one table of benchmark modes, each living in bench/.
- * Each mode takes the arguments from its own name on and returns the exit status. */
+/* cmd_bench.c - `expertd bench <mode>`: one table of benchmark modes, nothing else.
+ *
+ * Each mode lives in bench/ and takes the arguments from its own name on; adding one (`serve`,
+ * the HTTP load generator) is one row here. Mutable state lives in the mode that owns it.
+ */
 #include <stdio.h>
 #include <string.h>
 
+#include "bench_engine.h"
 #include "bench_serve.h"
 #include "cmd.h"
 
@@ -13,6 +17,9 @@ struct bench_mode {
 };
 
 static const struct bench_mode modes[] = {
+    {"engine", xd_bench_engine_main,
+     "prefill and decode tok/s of the CPU engine (like llama-bench)"},
+    {"membw", xd_bench_membw_main, "memory read bandwidth of N threads (the decode roofline)"},
     {"serve", xd_bench_serve_main,
      "load-test an OpenAI-compatible server over HTTP (TTFT, ITL, E2E)"},
 };
@@ -24,7 +31,7 @@ static void usage(FILE *f) {
 }
 
 int xd_cmd_bench(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }

@@ -16,8 +16,10 @@ static const struct xd_cmd cmds[] = {
     {"tokenize", xd_cmd_tokenize, "print the token ids of a text as a JSON array"},
     {"inspect", xd_cmd_inspect, "print a GGUF model's metadata, tensors and expert sizes"},
     {"gen", xd_cmd_gen, "write a synthetic MoE model as GGUF"},
+    {"bench", xd_cmd_bench, "benchmarks: engine (tok/s), membw (GB/s), serve (HTTP load)"},
     {"serve", xd_cmd_serve, "serve OpenAI-compatible completions over HTTP"},
-    {"bench", xd_cmd_bench, "benchmarks: serve (load-test an OpenAI-compatible server)"},
+    {"pack", xd_cmd_pack, "write a model's experts as a packed store for --expert-cache"},
+    {"replay", xd_cmd_replay, "replay an expert trace under LRU and Belady's optimum"},
     {"template", xd_cmd_template, "render a chat template (the model's or a file) for messages"},
 };
 

@@ -1,0 +1,686 @@
+/* kernels_simd.h - internal: the quantized matmul kernels, written once for both vector widths.
+ *
+ * Included by kernels_avx2.c (XK_NL = 8 rows per panel, ymm) and kernels_avx512.c (XK_NL = 16,
+ * zmm) after each defines the vector types and the xk_* primitives for its instruction set; the
+ * code here is the same for both, so a fix lands in both.
+ *
+ * Layout: one vector lane per weight row. The codes of a panel of XK_NL rows are transposed so
+ * that one vector holds 4 consecutive codes of every row (group g of a block), unpacked to one
+ * byte per code, next to the rows' scales as int32 or float vectors. Each group then takes one
+ * u8 x s8 dot-product step against 4 activation codes of one token broadcast to every lane
+ * (vpdpbusd, or maddubs+madd on AVX2), so each lane accumulates the exact integer block sum of
+ * its row, and the block's float step (kernels.h) is one fma per lane: no horizontal sums.
+ *   - Up to XK_DIRECT_T tokens (decode) the transposed codes go straight into the dot products
+ *     (direct_*): the weights stream through registers once and nothing is stored.
+ *   - More tokens (prefill, experts with many tokens): a panel is packed into scratch once per
+ *     slice of XD_KERN_PANEL_BYTES (pack_*) and reused by every token, XK_TMAX_* at a time in
+ *     registers (micro_*); accumulators wait in scratch between slices.
+ * Both give the same bits, so the switch between them can depend on the token count.
+ * Memory: the XK_NL rows of a panel are XK_NL streams a row apart, which the hardware
+ * prefetchers follow badly (a core got half the bandwidth of one sequential stream here), so
+ * the kernels prefetch the panel XK_PF_PANELS ahead in address order, one sequential stream.
+ *
+ * Rejected alternative: dot each row with the activations and reduce the lanes of each block
+ * (llama.cpp's layout). For one token it costs about as many shuffles as the transpose here (the
+ * horizontal sums replace it), but it cannot reuse a row's decoding across tokens, and prefill
+ * is where that matters. Not done: a persistent repacked copy of the weights (no transposes in
+ * decode at all, but a second resident copy or a slow load, and the expert cache hands out views
+ * of the file); the scales of Q8_0 come from a gather, the largest single cost of its decode
+ * kernel (about 20% in L2) - a layout of the activations that mirrors the weight blocks would let
+ * the transposes carry them instead.
+ */
+
+#define XK_ALWAYS inline __attribute__((always_inline))
+#define XK_DIRECT_T 4 /* tokens up to which the codes are used straight from registers */
+
+/* The rows of a panel; rows past the end of the range repeat the last one. pf: where the next
+ * panel's bytes start (NULL: none), pf_step of them to prefetch per block packed. */
+struct xk_rows {
+    const uint8_t *r[XK_NL];
+    vi roff; /* lane i: r[i] - r[0], as int32 (for gathers) */
+    const uint8_t *pf;
+    size_t pf_step;
+};
+
+/* The next panel, in address order while this one is packed: one sequential stream for the
+ * memory system instead of XK_NL rows a row apart (which halve the bandwidth a core gets). */
+#ifndef XK_PF_LOC
+#define XK_PF_LOC 2 /* prefetcht1: into L2 */
+#endif
+#ifndef XK_PF_PANELS
+#define XK_PF_PANELS 2
+#endif
+static inline void xk_prefetch_next(const struct xk_rows *rp, int64_t b) {
+    if (!rp->pf) return;
+    for (size_t o = 0; o < rp->pf_step; o += 64)
+        __builtin_prefetch(rp->pf + (size_t)b * rp->pf_step + o, 0, XK_PF_LOC);
+}
+
+/* ---- Q8_0 ----------------------------------------------------------------------------------- */
+
+#define XK_Q8_PK ((size_t)8 * sizeof(vi) + sizeof(vf)) /* packed bytes per block */
+
+XK_TARGET static void pack_q8_0(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    for (int64_t b = 0; b < nb; b++, pk += XK_Q8_PK) {
+        const size_t off = (size_t)(b0 + b) * sizeof(struct xd_block_q8_0);
+        xk_prefetch_next(rp, b);
+        vi g[8];
+        xk_transpose8(rp, off + 2, g);
+#pragma GCC unroll 16
+        for (int i = 0; i < 8; i++) xk_store((vi *)pk + i, xk_q8_prep(g[i]));
+        xk_storef(pk + 8 * sizeof(vi), xk_f16_lo(xk_gather_rows(rp, off))); /* d, qs[0..1] */
+    }
+}
+
+XK_TARGET static XK_ALWAYS void micro_q8_0_T(const uint8_t *pk, int64_t nb, const uint8_t *xa,
+                                             size_t xs, float *acc, bool first, const int T) {
+    vf a[XK_TMAX_Q8];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) a[t] = first ? xk_zerof() : xk_loadf(acc + t * XK_NL);
+    for (int64_t b = 0; b < nb; b++, pk += XK_Q8_PK) {
+        const struct xd_qa32 *x[XK_TMAX_Q8];
+        vi is[XK_TMAX_Q8];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            x[t] = (const struct xd_qa32 *)(xa + (size_t)t * xs) + b;
+            is[t] = xk_q8_init(x[t]->sum);
+        }
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            const vi w = xk_load((const vi *)pk + g);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) is[t] = xk_q8_dot(is[t], w, xk_bcast32(x[t]->q + 4 * g));
+        }
+        const vf dw = xk_loadf(pk + 8 * sizeof(vi));
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            a[t] = xk_fmadd(xk_mul(dw, xk_set1f(x[t]->d)), xk_cvt(is[t]), a[t]);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
+}
+
+XK_TARGET static void micro_q8_0(const uint8_t *pk, int64_t nb, const uint8_t *xa, size_t xs,
+                                 float *acc, int tn, bool first) {
+    switch (tn) {
+    case 1: micro_q8_0_T(pk, nb, xa, xs, acc, first, 1); break;
+    case 2: micro_q8_0_T(pk, nb, xa, xs, acc, first, 2); break;
+    case 3: micro_q8_0_T(pk, nb, xa, xs, acc, first, 3); break;
+#if XK_TMAX_Q8 >= 8
+    case 4: micro_q8_0_T(pk, nb, xa, xs, acc, first, 4); break;
+    case 5: micro_q8_0_T(pk, nb, xa, xs, acc, first, 5); break;
+    case 6: micro_q8_0_T(pk, nb, xa, xs, acc, first, 6); break;
+    case 7: micro_q8_0_T(pk, nb, xa, xs, acc, first, 7); break;
+#endif
+    default: micro_q8_0_T(pk, nb, xa, xs, acc, first, XK_TMAX_Q8); break;
+    }
+}
+
+/* Few tokens: the transposed codes go straight into the dot products, never through memory. */
+XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t nbk,
+                                              const uint8_t *xa, size_t xs, float *acc,
+                                              const int T) {
+    vf a[XK_DIRECT_T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) a[t] = xk_zerof();
+    for (int64_t b = 0; b < nbk; b++) {
+        const size_t off = (size_t)b * sizeof(struct xd_block_q8_0);
+        xk_prefetch_next(rp, b);
+        vi g[8];
+        xk_transpose8(rp, off + 2, g);
+        const vf dw = xk_f16_lo(xk_gather_rows(rp, off)); /* d, qs[0..1] */
+        const struct xd_qa32 *x[XK_DIRECT_T];
+        vi is[XK_DIRECT_T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            x[t] = (const struct xd_qa32 *)(xa + (size_t)t * xs) + b;
+            is[t] = xk_q8_init(x[t]->sum);
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            const vi w = xk_q8_prep(g[i]);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) is[t] = xk_q8_dot(is[t], w, xk_bcast32(x[t]->q + 4 * i));
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            a[t] = xk_fmadd(xk_mul(dw, xk_set1f(x[t]->d)), xk_cvt(is[t]), a[t]);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
+}
+
+/* ---- Q4_K and Q5_K: codes 0..31, 8 sub-blocks of 32 with 6-bit scales and mins ----------------
+ */
+
+/* packed superblock: codes [64 groups], scales [8] (int32), mins as int16 pairs [4], d, dmin */
+#define XK_K4_PK ((size_t)(64 + 8 + 4) * sizeof(vi) + 2 * sizeof(vf))
+
+/* The header of 16 bytes (d, dmin, 12 scale bytes) of every row -> the 8 scales (int32), the 8
+ * mins as int16 pairs (m[2i] | m[2i+1] << 16), d and dmin. */
+XK_TARGET static XK_ALWAYS void k4_header(const struct xk_rows *rp, size_t off, vi sc[8], vi mp[4],
+                                          vf *d, vf *dmin) {
+    vi h[4];
+    xk_transpose4(rp, off, h); /* h[0] = d | dmin << 16, h[1..3] = scale bytes 0..11 */
+    /* the 6-bit values four to a dword, byte j of each: scales 0..3, mins 0..3, scales 4..7
+     * (low nibble of bytes 8..11, top bits of bytes 0..3), mins 4..7 (high nibbles, bytes 4..7) */
+    const vi b6 = xk_set1(0x3f3f3f3f), b4 = xk_set1(0x0f0f0f0f), b30 = xk_set1(0x30303030);
+    const vi s_lo = xk_and(h[1], b6), m_lo = xk_and(h[2], b6);
+    const vi s_hi = xk_or(xk_and(h[3], b4), xk_and(xk_srli32(h[1], 2), b30));
+    const vi m_hi = xk_or(xk_and(xk_srli32(h[3], 4), b4), xk_and(xk_srli32(h[2], 2), b30));
+    /* byte shuffles (within 128 bits): byte j of each dword to an int32, or bytes 2i, 2i+1 to
+     * the two int16 halves of a dword */
+    static const int8_t sel[4][16] = {
+        {0, -1, -1, -1, 4, -1, -1, -1, 8, -1, -1, -1, 12, -1, -1, -1},
+        {1, -1, -1, -1, 5, -1, -1, -1, 9, -1, -1, -1, 13, -1, -1, -1},
+        {2, -1, -1, -1, 6, -1, -1, -1, 10, -1, -1, -1, 14, -1, -1, -1},
+        {3, -1, -1, -1, 7, -1, -1, -1, 11, -1, -1, -1, 15, -1, -1, -1}};
+    static const int8_t pair[2][16] = {
+        {0, -1, 1, -1, 4, -1, 5, -1, 8, -1, 9, -1, 12, -1, 13, -1},
+        {2, -1, 3, -1, 6, -1, 7, -1, 10, -1, 11, -1, 14, -1, 15, -1}};
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        const vi c = xk_bcast128(sel[j]);
+        sc[j] = xk_shuffle8(s_lo, c);
+        sc[4 + j] = xk_shuffle8(s_hi, c);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+        const vi c = xk_bcast128(pair[i]);
+        mp[i] = xk_shuffle8(m_lo, c);
+        mp[2 + i] = xk_shuffle8(m_hi, c);
+    }
+    *d = xk_f16_lo(h[0]);
+    *dmin = xk_f16_lo(xk_srli32(h[0], 16));
+}
+
+/* The codes of sub-blocks 2c (lo) and 2c+1 (hi), 8 groups of 4 each, from the 32 qs bytes at
+ * qs_off + 32c; for Q5_K (qh not NULL) bit s of qh[l] becomes bit 4 (shifts never cross a byte). */
+XK_TARGET static XK_ALWAYS void k4_codes(const struct xk_rows *rp, size_t qs_off, int c,
+                                         const vi *qh, vi lo[8], vi hi[8]) {
+    const vi m4 = xk_set1_8(0x0f), b4 = xk_set1_8(0x10);
+    vi g[8];
+    xk_transpose8(rp, qs_off + 32 * (size_t)c, g);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        lo[i] = xk_and(g[i], m4);
+        hi[i] = xk_and(xk_srli16(g[i], 4), m4);
+        if (qh) {
+            const int s0 = 2 * c, s1 = 2 * c + 1;
+            const vi h0 = s0 < 4 ? xk_slli16(qh[i], 4 - s0) : xk_srli16(qh[i], s0 - 4);
+            const vi h1 = s1 < 4 ? xk_slli16(qh[i], 4 - s1) : xk_srli16(qh[i], s1 - 4);
+            lo[i] = xk_or(lo[i], xk_and(h0, b4));
+            hi[i] = xk_or(hi[i], xk_and(h1, b4));
+        }
+    }
+}
+
+XK_TARGET static XK_ALWAYS void pack_k4(const struct xk_rows *rp, int64_t b0, int64_t nb,
+                                        uint8_t *pk, bool q5) {
+    const size_t bs = q5 ? sizeof(struct xd_block_q5_K) : sizeof(struct xd_block_q4_K);
+    for (int64_t b = 0; b < nb; b++, pk += XK_K4_PK) {
+        const size_t off = (size_t)(b0 + b) * bs;
+        xk_prefetch_next(rp, b);
+        vi *W = (vi *)pk, *SC = W + 64, *MP = SC + 8;
+        vi sc[8], mp[4], qh[8];
+        vf d, dmin;
+        k4_header(rp, off, sc, mp, &d, &dmin);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) xk_store(SC + i, sc[i]);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) xk_store(MP + i, mp[i]);
+        xk_storef(pk + 76 * sizeof(vi), d);
+        xk_storef(pk + 76 * sizeof(vi) + sizeof(vf), dmin);
+        if (q5) xk_transpose8(rp, off + 16, qh);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            vi lo[8], hi[8];
+            k4_codes(rp, off + (q5 ? 48 : 16), c, q5 ? qh : NULL, lo, hi);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                xk_store(W + 8 * (2 * c) + i, lo[i]);
+                xk_store(W + 8 * (2 * c + 1) + i, hi[i]);
+            }
+        }
+    }
+}
+
+XK_TARGET static void pack_q4_K(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    pack_k4(rp, b0, nb, pk, false);
+}
+
+XK_TARGET static void pack_q5_K(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    pack_k4(rp, b0, nb, pk, true);
+}
+
+/* Few tokens: header, codes and dot products in registers, block by block. */
+XK_TARGET static XK_ALWAYS void direct_k4_T(const struct xk_rows *rp, int64_t nbk, bool q5,
+                                            const uint8_t *xa, size_t xs, float *acc, const int T) {
+    const size_t bs = q5 ? sizeof(struct xd_block_q5_K) : sizeof(struct xd_block_q4_K);
+    vf a[XK_DIRECT_T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) a[t] = xk_zerof();
+    for (int64_t b = 0; b < nbk; b++) {
+        const size_t off = (size_t)b * bs;
+        xk_prefetch_next(rp, b);
+        vi sc[8], mp[4], qh[8];
+        vf d, dmin;
+        k4_header(rp, off, sc, mp, &d, &dmin);
+        if (q5) xk_transpose8(rp, off + 16, qh);
+        const struct xd_qa256 *x[XK_DIRECT_T];
+        vi i1[XK_DIRECT_T], i2[XK_DIRECT_T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            x[t] = (const struct xd_qa256 *)(xa + (size_t)t * xs) + b;
+            i1[t] = xk_zero();
+            i2[t] = xk_zero();
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            vi lo[8], hi[8], is0[XK_DIRECT_T], is1[XK_DIRECT_T];
+            k4_codes(rp, off + (q5 ? 48 : 16), c, q5 ? qh : NULL, lo, hi);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) is0[t] = is1[t] = xk_zero();
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    is0[t] = xk_dot_u8(is0[t], lo[i], xk_bcast32(x[t]->q + 64 * c + 4 * i));
+                    is1[t] = xk_dot_u8(is1[t], hi[i], xk_bcast32(x[t]->q + 64 * c + 32 + 4 * i));
+                }
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                i1[t] = xk_add32(i1[t], xk_add32(xk_mullo32(is0[t], sc[2 * c]),
+                                                 xk_mullo32(is1[t], sc[2 * c + 1])));
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                i2[t] = xk_dot_s16(i2[t], mp[i], xk_bcast32(x[t]->bsum32 + 2 * i));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const vf dx = xk_set1f(x[t]->d);
+            a[t] = xk_fmadd(xk_mul(d, dx), xk_cvt(i1[t]), a[t]);
+            a[t] = xk_fnmadd(xk_mul(dmin, dx), xk_cvt(i2[t]), a[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
+}
+
+XK_TARGET static XK_ALWAYS void micro_k4_T(const uint8_t *pk, int64_t nb, const uint8_t *xa,
+                                           size_t xs, float *acc, bool first, const int T) {
+    vf a[XK_TMAX_K];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) a[t] = first ? xk_zerof() : xk_loadf(acc + t * XK_NL);
+    for (int64_t b = 0; b < nb; b++, pk += XK_K4_PK) {
+        const vi *W = (const vi *)pk, *SC = W + 64, *MP = SC + 8;
+        const struct xd_qa256 *x[XK_TMAX_K];
+        vi i1[XK_TMAX_K], i2[XK_TMAX_K];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            x[t] = (const struct xd_qa256 *)(xa + (size_t)t * xs) + b;
+            i1[t] = xk_zero();
+            i2[t] = xk_zero();
+        }
+#pragma GCC unroll 16
+        for (int s = 0; s < 8; s++) {
+            vi is[XK_TMAX_K];
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) is[t] = xk_zero();
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                const vi w = xk_load(W + 8 * s + g);
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++)
+                    is[t] = xk_dot_u8(is[t], w, xk_bcast32(x[t]->q + 32 * s + 4 * g));
+            }
+            const vi sc = xk_load(SC + s);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) i1[t] = xk_add32(i1[t], xk_mullo32(is[t], sc));
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const vi mp = xk_load(MP + i);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++)
+                i2[t] = xk_dot_s16(i2[t], mp, xk_bcast32(x[t]->bsum32 + 2 * i));
+        }
+        const vf d = xk_loadf(pk + 76 * sizeof(vi)),
+                 dmin = xk_loadf(pk + 76 * sizeof(vi) + sizeof(vf));
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const vf dx = xk_set1f(x[t]->d);
+            a[t] = xk_fmadd(xk_mul(d, dx), xk_cvt(i1[t]), a[t]);
+            a[t] = xk_fnmadd(xk_mul(dmin, dx), xk_cvt(i2[t]), a[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
+}
+
+XK_TARGET static void micro_k4(const uint8_t *pk, int64_t nb, const uint8_t *xa, size_t xs,
+                               float *acc, int tn, bool first) {
+    switch (tn) {
+    case 1: micro_k4_T(pk, nb, xa, xs, acc, first, 1); break;
+    case 2: micro_k4_T(pk, nb, xa, xs, acc, first, 2); break;
+    case 3: micro_k4_T(pk, nb, xa, xs, acc, first, 3); break;
+    default: micro_k4_T(pk, nb, xa, xs, acc, first, XK_TMAX_K); break;
+    }
+}
+
+/* ---- Q6_K: codes 0..63 (stored +32), 16 sub-blocks of 16 with int8 scales -------------------- */
+
+#define XK_Q6_PK ((size_t)(64 + 16) * sizeof(vi) + sizeof(vf))
+
+/* The codes (0..63) of half h of a Q6_K block for one k (0..3): group i of 4 holds elements
+ * 128h + 32k + 4i..+3, from nibble k/2 of ql(k%2) and bits 2k of qh, moved to bits 4..5. */
+XK_TARGET static XK_ALWAYS vi q6_code(const vi ql0[8], const vi ql1[8], const vi qh[8], int k,
+                                      int i) {
+    const vi m4 = xk_set1_8(0x0f), m30 = xk_set1_8(0x30);
+    const vi ql = k % 2 ? ql1[i] : ql0[i];
+    const vi n = k < 2 ? xk_and(ql, m4) : xk_and(xk_srli16(ql, 4), m4);
+    const vi h = k == 0   ? xk_slli16(qh[i], 4)
+                 : k == 1 ? xk_slli16(qh[i], 2)
+                 : k == 2 ? qh[i]
+                          : xk_srli16(qh[i], 2);
+    return xk_or(n, xk_and(h, m30));
+}
+
+/* The int8 scale s of every row, from the transposed scale dwords. */
+XK_TARGET static XK_ALWAYS vi q6_scale(const vi s4[4], int s) {
+    return xk_srai32(xk_slli32(s4[s / 4], 24 - 8 * (s % 4)), 24);
+}
+
+XK_TARGET static void pack_q6_K(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    for (int64_t b = 0; b < nb; b++, pk += XK_Q6_PK) {
+        const size_t off = (size_t)(b0 + b) * sizeof(struct xd_block_q6_K);
+        xk_prefetch_next(rp, b);
+        vi *W = (vi *)pk, *SC = W + 64;
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; half++) {
+            vi ql0[8], ql1[8], qh[8];
+            xk_transpose8(rp, off + 64 * (size_t)half, ql0);
+            xk_transpose8(rp, off + 64 * (size_t)half + 32, ql1);
+            xk_transpose8(rp, off + 128 + 32 * (size_t)half, qh);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    xk_store(W + 32 * half + 8 * k + i, q6_code(ql0, ql1, qh, k, i));
+        }
+        vi s4[4];
+        xk_transpose4(rp, off + 192, s4); /* the 16 int8 scales, 4 per dword */
+#pragma GCC unroll 16
+        for (int s = 0; s < 16; s++) xk_store(SC + s, q6_scale(s4, s));
+        xk_storef(pk + 80 * sizeof(vi), xk_f16_lo(xk_srli32(xk_gather_rows(rp, off + 206), 16)));
+    }
+}
+
+/* Few tokens: codes and dot products in registers; sub-block s = 8 half + 2k + sb covers groups
+ * 4sb..4sb+3 of (half, k), i.e. x codes 16s..16s+15. */
+XK_TARGET static XK_ALWAYS void direct_q6_K_T(const struct xk_rows *rp, int64_t nbk,
+                                              const uint8_t *xa, size_t xs, float *acc,
+                                              const int T) {
+    vf a[XK_DIRECT_T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) a[t] = xk_zerof();
+    for (int64_t b = 0; b < nbk; b++) {
+        const size_t off = (size_t)b * sizeof(struct xd_block_q6_K);
+        xk_prefetch_next(rp, b);
+        vi s4[4];
+        xk_transpose4(rp, off + 192, s4);
+        /* d is the block's last two bytes: gather the dword ending there, keep its high half */
+        const vf d = xk_f16_lo(xk_srli32(xk_gather_rows(rp, off + 206), 16));
+        const struct xd_qa256 *x[XK_DIRECT_T];
+        vi isum[XK_DIRECT_T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            x[t] = (const struct xd_qa256 *)(xa + (size_t)t * xs) + b;
+            isum[t] = xk_zero();
+        }
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; half++) {
+            vi ql0[8], ql1[8], qh[8];
+            xk_transpose8(rp, off + 64 * (size_t)half, ql0);
+            xk_transpose8(rp, off + 64 * (size_t)half + 32, ql1);
+            xk_transpose8(rp, off + 128 + 32 * (size_t)half, qh);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+#pragma GCC unroll 2
+                for (int sb = 0; sb < 2; sb++) {
+                    const int sub = 8 * half + 2 * k + sb;
+                    vi is[XK_DIRECT_T];
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) is[t] = xk_set1(-32 * x[t]->bsum16[sub]);
+#pragma GCC unroll 4
+                    for (int ii = 0; ii < 4; ii++) {
+                        const vi w = q6_code(ql0, ql1, qh, k, 4 * sb + ii);
+#pragma GCC unroll 4
+                        for (int t = 0; t < T; t++)
+                            is[t] = xk_dot_u8(is[t], w, xk_bcast32(x[t]->q + 16 * sub + 4 * ii));
+                    }
+                    const vi sc = q6_scale(s4, sub);
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) isum[t] = xk_add32(isum[t], xk_mullo32(is[t], sc));
+                }
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            a[t] = xk_fmadd(xk_mul(d, xk_set1f(x[t]->d)), xk_cvt(isum[t]), a[t]);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
+}
+
+XK_TARGET static XK_ALWAYS void micro_q6_K_T(const uint8_t *pk, int64_t nb, const uint8_t *xa,
+                                             size_t xs, float *acc, bool first, const int T) {
+    vf a[XK_TMAX_K];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) a[t] = first ? xk_zerof() : xk_loadf(acc + t * XK_NL);
+    for (int64_t b = 0; b < nb; b++, pk += XK_Q6_PK) {
+        const vi *W = (const vi *)pk, *SC = W + 64;
+        const struct xd_qa256 *x[XK_TMAX_K];
+        vi isum[XK_TMAX_K];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            x[t] = (const struct xd_qa256 *)(xa + (size_t)t * xs) + b;
+            isum[t] = xk_zero();
+        }
+#pragma GCC unroll 16
+        for (int s = 0; s < 16; s++) {
+            vi is[XK_TMAX_K];
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) is[t] = xk_set1(-32 * x[t]->bsum16[s]); /* the +32 */
+#pragma GCC unroll 4
+            for (int g = 0; g < 4; g++) {
+                const vi w = xk_load(W + 4 * s + g);
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++)
+                    is[t] = xk_dot_u8(is[t], w, xk_bcast32(x[t]->q + 16 * s + 4 * g));
+            }
+            const vi sc = xk_load(SC + s);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) isum[t] = xk_add32(isum[t], xk_mullo32(is[t], sc));
+        }
+        const vf d = xk_loadf(pk + 80 * sizeof(vi));
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            a[t] = xk_fmadd(xk_mul(d, xk_set1f(x[t]->d)), xk_cvt(isum[t]), a[t]);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
+}
+
+XK_TARGET static void micro_q6_K(const uint8_t *pk, int64_t nb, const uint8_t *xa, size_t xs,
+                                 float *acc, int tn, bool first) {
+    switch (tn) {
+    case 1: micro_q6_K_T(pk, nb, xa, xs, acc, first, 1); break;
+    case 2: micro_q6_K_T(pk, nb, xa, xs, acc, first, 2); break;
+    case 3: micro_q6_K_T(pk, nb, xa, xs, acc, first, 3); break;
+    default: micro_q6_K_T(pk, nb, xa, xs, acc, first, XK_TMAX_K); break;
+    }
+}
+
+/* ---- the few-token kernels, one per width ------------------------------------------------- */
+
+typedef void (*xk_direct_fn)(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa, size_t xs,
+                             float *acc, int tn);
+
+XK_TARGET static void direct_q8_0(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
+                                  size_t xs, float *acc, int tn) {
+    switch (tn) {
+    case 1: direct_q8_0_T(rp, nbk, xa, xs, acc, 1); break;
+    case 2: direct_q8_0_T(rp, nbk, xa, xs, acc, 2); break;
+    case 3: direct_q8_0_T(rp, nbk, xa, xs, acc, 3); break;
+    default: direct_q8_0_T(rp, nbk, xa, xs, acc, XK_DIRECT_T); break;
+    }
+}
+
+XK_TARGET static void direct_q4_K(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
+                                  size_t xs, float *acc, int tn) {
+    switch (tn) {
+    case 1: direct_k4_T(rp, nbk, false, xa, xs, acc, 1); break;
+    case 2: direct_k4_T(rp, nbk, false, xa, xs, acc, 2); break;
+    case 3: direct_k4_T(rp, nbk, false, xa, xs, acc, 3); break;
+    default: direct_k4_T(rp, nbk, false, xa, xs, acc, XK_DIRECT_T); break;
+    }
+}
+
+XK_TARGET static void direct_q5_K(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
+                                  size_t xs, float *acc, int tn) {
+    switch (tn) {
+    case 1: direct_k4_T(rp, nbk, true, xa, xs, acc, 1); break;
+    case 2: direct_k4_T(rp, nbk, true, xa, xs, acc, 2); break;
+    case 3: direct_k4_T(rp, nbk, true, xa, xs, acc, 3); break;
+    default: direct_k4_T(rp, nbk, true, xa, xs, acc, XK_DIRECT_T); break;
+    }
+}
+
+XK_TARGET static void direct_q6_K(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
+                                  size_t xs, float *acc, int tn) {
+    switch (tn) {
+    case 1: direct_q6_K_T(rp, nbk, xa, xs, acc, 1); break;
+    case 2: direct_q6_K_T(rp, nbk, xa, xs, acc, 2); break;
+    case 3: direct_q6_K_T(rp, nbk, xa, xs, acc, 3); break;
+    default: direct_q6_K_T(rp, nbk, xa, xs, acc, XK_DIRECT_T); break;
+    }
+}
+
+/* ---- the driver: panels of rows, slices of the row, groups of tokens ------------------------ */
+
+typedef void (*xk_pack_fn)(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk);
+typedef void (*xk_micro_fn)(const uint8_t *pk, int64_t nb, const uint8_t *xa, size_t xs, float *acc,
+                            int tn, bool first);
+
+struct xk_kind {
+    int64_t blk;    /* weights per block */
+    size_t w_blk;   /* bytes per weight block */
+    size_t act_blk; /* bytes per activation block */
+    size_t pk_blk;  /* packed bytes per block of a panel */
+    int tmax;       /* tokens per micro-kernel call */
+    xk_pack_fn pack;
+    xk_micro_fn micro;
+    xk_direct_fn direct; /* for at most XK_DIRECT_T tokens: no packing */
+};
+
+/* Up to XK_DIRECT_T tokens the codes are transposed in registers and used at once (the weights
+ * stream through once, nothing is stored); beyond, a panel is packed once into scratch (in
+ * slices of XD_KERN_PANEL_BYTES) and reused by every token. Both give the same bits. */
+XK_TARGET static XK_ALWAYS void xk_gemm(const struct xk_kind *k, const struct xd_tensor *w,
+                                        int64_t r0, int64_t r1, const void *xa, size_t xs,
+                                        int64_t n_tok, float *y, int64_t ldy, void *scratch) {
+    uint8_t *pk = scratch;
+    float *acc = (float *)(pk + XD_KERN_PANEL_BYTES);
+    const int64_t nbk = w->ne[0] / k->blk;
+    const bool direct = n_tok <= XK_DIRECT_T;
+    int64_t kc = direct ? nbk : (int64_t)(XD_KERN_PANEL_BYTES / k->pk_blk);
+    kc = kc < 1 ? 1 : kc;
+    for (int64_t p = r0; p < r1; p += XK_NL) {
+        const int nr = r1 - p < XK_NL ? (int)(r1 - p) : XK_NL;
+        struct xk_rows rp = {.pf = NULL};
+        int32_t roff[XK_NL];
+#pragma GCC unroll 16
+        for (int i = 0; i < XK_NL; i++) {
+            rp.r[i] = (const uint8_t *)w->data + (size_t)(p + (i < nr ? i : nr - 1)) * w->nb[1];
+            roff[i] = (int32_t)((size_t)(i < nr ? i : nr - 1) * w->nb[1]);
+        }
+        rp.roff = xk_loadu(roff);
+        /* one pass over the row: prefetch the panel XK_PF_PANELS ahead (rows are contiguous),
+         * also past this range (another thread's next chunk then comes from the shared L3);
+         * the first panels of a range are left to the hardware */
+        const int64_t pn = p + XK_PF_PANELS * XK_NL, n_rows = w->ne[1];
+        if (kc >= nbk && pn < n_rows && w->nb[1] == (size_t)nbk * k->w_blk) {
+            const int64_t nn = n_rows - pn < XK_NL ? n_rows - pn : XK_NL;
+            rp.pf = (const uint8_t *)w->data + (size_t)pn * w->nb[1];
+            rp.pf_step = ((size_t)nn * w->nb[1] + (size_t)nbk - 1) / (size_t)nbk;
+        }
+        if (direct) {
+            k->direct(&rp, nbk, xa, xs, acc, (int)n_tok);
+        } else {
+            for (int64_t b0 = 0; b0 < nbk; b0 += kc) {
+                const int64_t nb = nbk - b0 < kc ? nbk - b0 : kc;
+                k->pack(&rp, b0, nb, pk);
+                const uint8_t *xb = (const uint8_t *)xa + (size_t)b0 * k->act_blk;
+                for (int64_t t0 = 0; t0 < n_tok; t0 += k->tmax) {
+                    const int tn = n_tok - t0 < k->tmax ? (int)(n_tok - t0) : k->tmax;
+                    k->micro(pk, nb, xb + (size_t)t0 * xs, xs, acc + t0 * XK_NL, tn, b0 == 0);
+                }
+            }
+        }
+        for (int64_t t = 0; t < n_tok; t++) xk_store_rows(y + t * ldy + p, acc + t * XK_NL, nr);
+    }
+}
+
+XK_TARGET static void gemm_q8_0(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa,
+                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
+    static const struct xk_kind k = {32,
+                                     sizeof(struct xd_block_q8_0),
+                                     sizeof(struct xd_qa32),
+                                     XK_Q8_PK,
+                                     XK_TMAX_Q8,
+                                     pack_q8_0,
+                                     micro_q8_0,
+                                     direct_q8_0};
+    xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
+}
+
+XK_TARGET static void gemm_q4_K(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa,
+                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
+    static const struct xk_kind k = {256,
+                                     sizeof(struct xd_block_q4_K),
+                                     sizeof(struct xd_qa256),
+                                     XK_K4_PK,
+                                     XK_TMAX_K,
+                                     pack_q4_K,
+                                     micro_k4,
+                                     direct_q4_K};
+    xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
+}
+
+XK_TARGET static void gemm_q5_K(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa,
+                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
+    static const struct xk_kind k = {256,
+                                     sizeof(struct xd_block_q5_K),
+                                     sizeof(struct xd_qa256),
+                                     XK_K4_PK,
+                                     XK_TMAX_K,
+                                     pack_q5_K,
+                                     micro_k4,
+                                     direct_q5_K};
+    xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
+}
+
+XK_TARGET static void gemm_q6_K(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa,
+                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
+    static const struct xk_kind k = {256,
+                                     sizeof(struct xd_block_q6_K),
+                                     sizeof(struct xd_qa256),
+                                     XK_Q6_PK,
+                                     XK_TMAX_K,
+                                     pack_q6_K,
+                                     micro_q6_K,
+                                     direct_q6_K};
+    xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
+}
