@@ -1,12 +1,30 @@
 /* engine.c - the engine thread: a waiting queue, sequence slots, and an iteration-level step.
  *
  * Each step (engine_step) does, in order: retire cancelled requests; build one batch from the
- * next token of every decoding sequence, then chunks of pending prompts in admission order until
- * the step's token budget is spent; run xd_forward once; advance the sequences and sample every
- * row that needs it (engine_gen.c); retire requests whose sequences are all done. Admission
- * (engine_admit) happens between steps: requests leave the queue strictly first-come first-
- * served, each when as many slots are free as it has sequences - a large n at the head waits
- * for slots rather than being overtaken (no starvation; the cost is some idle slots meanwhile).
+ * next token of every decoding sequence, then chunks of pending prompts (and recomputations)
+ * in admission order until the step's token budget is spent; run xd_forward once; advance the
+ * sequences and sample every row that needs it (engine_gen.c); retire requests whose sequences
+ * are all done. Admission (engine_admit) happens between steps: requests leave the queue
+ * strictly first-come first-served, each when as many slots are free as it has sequences and
+ * the KV pool has room for its prompt beyond what the running requests still need - a large
+ * request at the head waits rather than being overtaken (no starvation; the cost is some idle
+ * slots meanwhile).
+ *
+ * KV blocks (kv_cache.c) are reserved before the forward pass, so it never runs out half way.
+ * A decode that finds no free block preempts the most recently admitted running request (vLLM's
+ * recompute policy): its blocks go back, it returns to the head of the queue with its samplers,
+ * stop matchers and sampled tokens, and once readmitted reruns prompt + samples as a chunked
+ * prefill that samples nothing, then decodes on - the same tokens, only later. Recompute rather
+ * than swapping to host memory: the CPU backend's KV already is host memory, and a rerun costs
+ * prompt-speed tokens. A prefill chunk is cut to the free room instead of preempting anyone;
+ * when nothing at all can run, the newest request is preempted.
+ *
+ * n > 1: sequence 0 prefills the prompt alone (where the K/V rows live in the host cache; a
+ * backend with its own K/V, cuda, has every sequence prefill its copy); the row that samples
+ * its first token also samples the others' (the logits of a row do not depend on the
+ * sequence), and their block tables take the prompt's blocks by reference. The last, partial block is copied by each
+ * sequence that writes into it (copy-on-write in kv_cache.c). A finished sequence's blocks are
+ * released at once, not when its request ends.
  *
  * One failing forward pass must fail only the request that caused it. The batch's KV writes
  * are undone by truncating every sequence back to where it stood, then each request's part of
@@ -19,8 +37,11 @@
  * linked into the mailbox's end list, so the "exactly one END" promise holds even when memory
  * runs out.
  *
- * Not here (issue 6): paged KV, preemption, prefix sharing (n sequences each prefill their own
- * copy of the prompt), cache-aware admission.
+ * Prefix sharing across requests (share_prefix): a sequence starting its prefill takes the full
+ * blocks of the longest prefix a running sequence has stored with the same tokens.
+ *
+ * Not here: keeping blocks of finished requests for later prefix hits, cache-aware admission
+ * (admitting by resident experts), swapping KV out instead of recomputing.
  */
 #include "engine.h"
 
@@ -81,6 +102,8 @@ struct xd_engine {
     int32_t *b_tok, *b_pos, *b_seq;
     bool *b_logits;
     float *logits;
+    int32_t kv_blocks; /* in the pool */
+    bool kv_on_host;   /* sequences can share blocks (xd_ctx_kv_on_host) */
     bool notify_pending;
     struct xd_engine_stats st; /* counters; copied into snap after each step */
 };
@@ -166,29 +189,131 @@ size_t xd_engine_drain(struct xd_engine *e, xd_gen_event_cb cb, void *arg) {
 /* ---- slots and retirement (engine thread) --------------------------------------------------- */
 
 /* Frees g's slots and sampler state, removes it from the running list and emits END. */
+static void release_slots(struct xd_engine *e, struct xd_gen *g);
+static void running_remove(struct xd_engine *e, struct xd_gen *g);
+
 static void retire(struct xd_engine *e, struct xd_gen *g, int status) {
+    release_slots(e, g);
+    xd__gen_stop(g);
+    running_remove(e, g);
+    emit_end(e, g, status);
+}
+
+/* A sequence of n > 1 that waits for sequence 0 to prefill the prompt they share. */
+static bool is_follower(const struct xd_gen *g, int32_t i) {
+    return g->share_prompt && i > 0 && g->seq[i].state == XD_SEQ_PREFILL;
+}
+
+/* Positions sequence i must have stored before it samples next: the prompt (PREFILL), or all
+ * before its next token (DECODE; more than n_past while it recomputes after a preemption). */
+static int32_t seq_target(const struct xd_gen *g, int32_t i) {
+    const struct xd_seq *s = &g->seq[i];
+    if (s->state == XD_SEQ_DECODE) return g->n_prompt + s->n_gen - 1;
+    if (s->state == XD_SEQ_PREFILL && !is_follower(g, i)) return g->n_prompt;
+    return 0;
+}
+
+/* KV blocks g will still take before each of its sequences has sampled once more: up to its
+ * target and the next decode position; a follower takes a copy of the shared partial block. */
+static int32_t gen_blocks_to_come(const struct xd_engine *e, const struct xd_gen *g) {
+    const struct xd_kv *kv = xd_ctx_kv(e->ctx);
+    int32_t need = 0;
+    for (int32_t i = 0; i < g->p.n; i++) {
+        const struct xd_seq *s = &g->seq[i];
+        if (s->state == XD_SEQ_DONE) continue;
+        if (is_follower(g, i)) {
+            need++;
+            continue;
+        }
+        int32_t b = xd_kv_blocks_for(seq_target(g, i) + 1);
+        if (s->slot >= 0) b -= xd_kv_seq_blocks(kv, s->slot);
+        need += b > 0 ? b : 0;
+    }
+    return need;
+}
+
+/* Gives back g's slots and KV. */
+static void release_slots(struct xd_engine *e, struct xd_gen *g) {
     struct xd_kv *kv = xd_ctx_kv(e->ctx);
     for (int32_t i = 0; i < g->p.n; i++) {
-        int32_t slot = g->seq[i].slot;
-        if (slot < 0) continue;
-        xd_kv_seq_truncate(kv, slot, 0);
-        e->slot_busy[slot] = false;
+        struct xd_seq *s = &g->seq[i];
+        if (s->slot < 0) continue;
+        xd_kv_seq_truncate(kv, s->slot, 0);
+        e->slot_busy[s->slot] = false;
         e->n_free++;
+        s->slot = -1;
+        s->n_past = 0;
     }
-    xd__gen_stop(g);
+}
+
+static void running_remove(struct xd_engine *e, struct xd_gen *g) {
     for (int32_t k = 0; k < e->n_running; k++) {
         if (e->running[k] != g) continue;
         memmove(&e->running[k], &e->running[k + 1],
                 (size_t)(e->n_running - k - 1) * sizeof *e->running);
         e->n_running--;
-        break;
+        return;
     }
-    emit_end(e, g, status);
 }
 
-/* Takes requests off the queue while the one at the head fits in the free slots. */
+/* Drops g's entries from the step's batch ent[0..*n). */
+static void entries_drop(struct xd_engine *e, const struct xd_gen *g, int32_t *n) {
+    int32_t m = 0;
+    for (int32_t k = 0; k < *n; k++)
+        if (e->ent[k].g != g) e->ent[m++] = e->ent[k];
+    *n = m;
+}
+
+/* RUNNING -> PREEMPTED: frees g's KV and slots, keeps its sampling state, and puts it back at
+ * the head of the queue, where it is readmitted first. */
+static void preempt(struct xd_engine *e, struct xd_gen *g, int32_t *n) {
+    entries_drop(e, g, n);
+    release_slots(e, g);
+    running_remove(e, g);
+    g->state = XD_GEN_PREEMPTED;
+    e->st.preemptions++;
+    pthread_mutex_lock(&e->mu);
+    g->next = e->q_head;
+    e->q_head = g;
+    if (!e->q_tail) e->q_tail = g;
+    e->n_waiting++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Makes positions up to pos_end of g's sequence in slot writable, preempting the most
+ * recently admitted requests until the blocks are there. False when g itself was preempted,
+ * or failed (it could not fit alone: g->info.status set); its entries are then dropped. */
+static bool kv_reserve(struct xd_engine *e, struct xd_gen *g, int32_t slot, int32_t pos_end,
+                       int32_t *n) {
+    struct xd_kv *kv = xd_ctx_kv(e->ctx);
+    for (;;) {
+        int rc = xd_kv_seq_reserve(kv, slot, pos_end);
+        if (!rc) return true;
+        struct xd_gen *victim = e->running[e->n_running - 1];
+        if (rc != -ENOSPC || (victim == g && e->n_running == 1)) {
+            entries_drop(e, g, n);
+            g->info.status = rc;
+            return false;
+        }
+        if (victim->info.status) { /* failed this step: its blocks go back now */
+            entries_drop(e, victim, n);
+            retire(e, victim, victim->info.status);
+        } else {
+            preempt(e, victim, n);
+        }
+        if (victim == g) return false;
+    }
+}
+
+/* Takes requests off the queue while the one at the head fits in the free slots and the KV
+ * pool (a request that is alone always gets in: submit checked that it fits then). */
 static void engine_admit(struct xd_engine *e) {
     struct xd_gen *admitted = NULL, **tail = &admitted, *cancelled = NULL;
+    struct xd_kv_usage ku;
+    xd_kv_usage(xd_ctx_kv(e->ctx), &ku);
+    int64_t kv_avail = ku.n_blocks - ku.n_used;
+    for (int32_t r = 0; r < e->n_running; r++) kv_avail -= gen_blocks_to_come(e, e->running[r]);
+    int32_t n_running = e->n_running;
     pthread_mutex_lock(&e->mu);
     /* cancelled requests leave the queue wherever they are */
     for (struct xd_gen **pp = &e->q_head; *pp;) {
@@ -207,6 +332,10 @@ static void engine_admit(struct xd_engine *e) {
     int32_t free_slots = e->n_free;
     while (e->q_head && e->q_head->p.n <= free_slots) {
         struct xd_gen *g = e->q_head;
+        const int32_t need = gen_blocks_to_come(e, g);
+        if (n_running > 0 && need > kv_avail) break;
+        kv_avail -= need;
+        n_running++;
         e->q_head = g->next;
         if (!e->q_head) e->q_tail = NULL;
         e->n_waiting--;
@@ -219,6 +348,7 @@ static void engine_admit(struct xd_engine *e) {
     while (cancelled) {
         struct xd_gen *g = cancelled;
         cancelled = g->next;
+        xd__gen_stop(g); /* a preempted request still holds its samplers */
         emit_end(e, g, -ECANCELED);
     }
     while (admitted) {
@@ -230,21 +360,99 @@ static void engine_admit(struct xd_engine *e) {
             while (e->slot_busy[s]) s++;
             sl[i] = s++;
         }
-        if (!rc) rc = xd__gen_start(g, e->m->tok, e->n_vocab, sl);
+        if (!rc && g->state == XD_GEN_PREEMPTED) { /* resumes: recomputes its positions */
+            for (int32_t i = 0; i < g->p.n; i++) g->seq[i].slot = sl[i];
+            g->state = XD_GEN_RUNNING;
+        } else if (!rc) {
+            rc = xd__gen_start(g, e->m->tok, e->n_vocab, sl);
+        }
         if (rc) {
             free(sl);
+            xd__gen_stop(g);
             emit_end(e, g, rc);
             continue;
         }
         for (int32_t i = 0; i < g->p.n; i++) e->slot_busy[sl[i]] = true;
         free(sl);
         e->n_free -= g->p.n;
-        g->info.t_admit = now_ns();
+        if (!g->info.t_admit) g->info.t_admit = now_ns();
         e->running[e->n_running++] = g;
     }
 }
 
 /* ---- one step ------------------------------------------------------------------------------- */
+
+/* Samples sequence i of g from its logits row (or ends it: max_tokens 0); a sequence that is
+ * done gives its KV blocks back at once. */
+static int sample_seq(struct xd_engine *e, struct xd_gen *g, int32_t i, const float *lg) {
+    int st;
+    if (g->p.max_tokens == 0) {
+        st = xd__seq_finish_length(g, i, emit, e);
+    } else {
+        int64_t before = g->info.n_generated;
+        st = xd__seq_sample(g, i, lg, e->m->tok, xd_kv_n_ctx(xd_ctx_kv(e->ctx)), emit, e);
+        e->st.generated_tokens += (uint64_t)(g->info.n_generated - before);
+        if (!g->info.t_first_token) g->info.t_first_token = now_ns();
+    }
+    if (g->seq[i].state == XD_SEQ_DONE) xd_kv_seq_truncate(xd_ctx_kv(e->ctx), g->seq[i].slot, 0);
+    return st;
+}
+
+/* Sequence 0 of g has run its prompt's last position (row lg): the waiting sequences take the
+ * prompt's KV blocks by reference - before sequence 0 samples, as a sequence that is done at
+ * once gives its blocks back - then all sample their first tokens from the same row. */
+static int sample_first(struct xd_engine *e, struct xd_gen *g, const float *lg) {
+    struct xd_kv *kv = xd_ctx_kv(e->ctx);
+    for (int32_t j = 1; j < g->p.n; j++) {
+        struct xd_seq *f = &g->seq[j];
+        if (f->state != XD_SEQ_PREFILL) continue;
+        int st = xd_kv_seq_share(kv, f->slot, g->seq[0].slot, g->n_prompt);
+        if (st) return st;
+        f->n_past = f->n_hw = g->n_prompt;
+    }
+    int st = sample_seq(e, g, 0, lg);
+    for (int32_t j = 1; j < g->p.n && !st; j++)
+        if (g->seq[j].state == XD_SEQ_PREFILL) st = sample_seq(e, g, j, lg);
+    return st;
+}
+
+/* Prefix sharing across requests: sequence i of g, about to compute its positions from 0
+ * (a new prompt, or a recompute after preemption), takes by reference the full blocks of the
+ * longest prefix it has in common with what some running sequence has stored - the same tokens
+ * at the same positions give the same K/V rows, so nothing changes but the work. Full blocks
+ * only: they are never written again, so no copy is ever made of them. Not done when the
+ * prompt's logprobs are wanted (those rows must run) or when the backend keeps its own K/V.
+ * Rejected: a hash table of blocks kept after their sequences end (vLLM's automatic prefix
+ * caching) - it needs an eviction order for cached-but-free blocks; this finds the running
+ * ones by a scan of the running sequences, which costs nothing next to a forward pass.
+ * Returns the positions taken. */
+static int32_t share_prefix(struct xd_engine *e, struct xd_gen *g, int32_t i) {
+    struct xd_kv *kv = xd_ctx_kv(e->ctx);
+    struct xd_seq *s = &g->seq[i];
+    if (!e->kv_on_host || s->n_past || xd_kv_seq_blocks(kv, s->slot)) return 0;
+    if (g->p.prompt_logprobs && s->state == XD_SEQ_PREFILL) return 0;
+    /* a prompt's last position must run: it samples */
+    const int32_t cap = s->state == XD_SEQ_PREFILL ? g->n_prompt - 1 : seq_target(g, i);
+    int32_t best = 0, best_slot = -1;
+    for (int32_t r = 0; r < e->n_running && cap >= XD_KV_BLOCK; r++) {
+        const struct xd_gen *h = e->running[r];
+        for (int32_t j = 0; j < h->p.n; j++) {
+            const struct xd_seq *src = &h->seq[j];
+            if (src->slot < 0 || src == s) continue;
+            const int32_t len = xd_kv_seq_len(kv, src->slot), lim = len < cap ? len : cap;
+            if (lim / XD_KV_BLOCK * XD_KV_BLOCK <= best) continue;
+            int32_t m = 0;
+            while (m < lim && xd__seq_token_at(h, j, m) == xd__seq_token_at(g, i, m)) m++;
+            m = m / XD_KV_BLOCK * XD_KV_BLOCK;
+            if (m > best) best = m, best_slot = src->slot;
+        }
+    }
+    if (!best || xd_kv_seq_share(kv, s->slot, best_slot, best)) return 0;
+    s->n_past = best;
+    if (s->n_hw < best) s->n_hw = best;
+    e->st.prefix_shared_tokens += (uint64_t)best;
+    return best;
+}
 
 /* Runs ent[0..n) as one batch and handles every logits row. Returns the xd_forward error (then
  * nothing has advanced: the caller truncates). An error of the sampling pipeline fails only its
@@ -262,8 +470,10 @@ static int run_entries(struct xd_engine *e, const struct entry *ent, int32_t n) 
     if (rc) return rc;
     for (int32_t k = 0; k < n; k++) {
         struct xd_seq *s = &ent[k].g->seq[ent[k].i];
+        if (ent[k].pos < s->n_hw) e->st.recomputed_tokens++;
+        else if (s->state == XD_SEQ_PREFILL) e->st.prompt_tokens++;
         if (ent[k].pos + 1 > s->n_past) s->n_past = ent[k].pos + 1;
-        if (s->state == XD_SEQ_PREFILL) e->st.prompt_tokens++;
+        if (s->n_past > s->n_hw) s->n_hw = s->n_past;
     }
     int64_t row = 0;
     for (int32_t k = 0; k < n; k++) {
@@ -278,14 +488,12 @@ static int run_entries(struct xd_engine *e, const struct entry *ent, int32_t n) 
                                       .token = g->prompt[ent[k].pos + 1], .has_logprobs = true};
             xd_logprobs_compute(lg, e->n_vocab, ev.token, g->p.sampler.n_logprobs, &ev.lp);
             st = emit(e, &ev);
-        } else if (g->p.max_tokens == 0) {
-            st = xd__seq_finish_length(g, ent[k].i, emit, e);
+            g->lp_next = ent[k].pos + 2;
         } else {
-            int64_t before = g->info.n_generated;
-            st = xd__seq_sample(g, ent[k].i, lg, e->m->tok, xd_kv_n_ctx(xd_ctx_kv(e->ctx)),
-                                emit, e);
-            e->st.generated_tokens += (uint64_t)(g->info.n_generated - before);
-            if (!g->info.t_first_token) g->info.t_first_token = now_ns();
+            if (g->seq[ent[k].i].state == XD_SEQ_PREFILL && g->share_prompt)
+                st = sample_first(e, g, lg); /* ent[k].i is 0: followers run no rows */
+            else
+                st = sample_seq(e, g, ent[k].i, lg);
         }
         if (st) g->info.status = st;
     }
@@ -302,8 +510,10 @@ static void truncate_entries(struct xd_engine *e, const struct entry *ent, int32
 }
 
 /* Slots: every busy slot belongs to exactly one running sequence, free ones to none; every
- * running request is consistent. For assert() after each step. */
+ * running request is consistent; a sequence's KV never runs ahead of what it has computed;
+ * the KV cache's own invariants hold. For assert() after each step. */
 __attribute__((unused)) static bool engine_check_invariants(const struct xd_engine *e) {
+    const struct xd_kv *kv = xd_ctx_kv(e->ctx);
     int32_t busy = 0;
     for (int32_t s = 0; s < e->p.n_parallel; s++) busy += e->slot_busy[s];
     if (busy != e->p.n_parallel - e->n_free) return false;
@@ -312,66 +522,94 @@ __attribute__((unused)) static bool engine_check_invariants(const struct xd_engi
         const struct xd_gen *g = e->running[r];
         if (g->state != XD_GEN_RUNNING || !xd_gen_check_invariants(g)) return false;
         for (int32_t i = 0; i < g->p.n; i++) {
-            if (!e->slot_busy[g->seq[i].slot]) return false;
+            const struct xd_seq *s = &g->seq[i];
+            if (!e->slot_busy[s->slot]) return false;
+            if (s->state != XD_SEQ_DONE && xd_kv_seq_len(kv, s->slot) != s->n_past) return false;
             owned++;
         }
     }
-    return owned == busy;
+    return owned == busy && xd_kv_check_invariants(kv);
 }
 
 static void engine_step(struct xd_engine *e) {
+    struct xd_kv *kv = xd_ctx_kv(e->ctx);
     for (int32_t k = e->n_running - 1; k >= 0; k--)
         if (atomic_load(&e->running[k]->cancel)) retire(e, e->running[k], -ECANCELED);
 
-    int32_t n = 0, budget = e->p.step_tokens;
+    /* decodes first: every sequence at its sampling point runs one position */
+    int32_t n = 0;
     for (int32_t r = 0; r < e->n_running; r++) {
         struct xd_gen *g = e->running[r];
         for (int32_t i = 0; i < g->p.n; i++) {
             struct xd_seq *s = &g->seq[i];
-            if (s->state != XD_SEQ_DECODE) continue;
+            if (s->state != XD_SEQ_DECODE || s->n_past != seq_target(g, i)) continue;
+            if (!kv_reserve(e, g, s->slot, s->n_past + 1, &n)) break;
             e->ent[n++] = (struct entry){g, i, s->next, s->n_past, ENT_SAMPLE};
-            budget--;
         }
     }
+    /* then prompt chunks and recomputations, in admission order, cut to the budget and to the
+     * free KV room (no preemption for a prefill) */
+    int32_t budget = e->p.step_tokens - n;
     for (int32_t r = 0; r < e->n_running && budget > 0; r++) {
         struct xd_gen *g = e->running[r];
+        if (g->info.status) continue;
         for (int32_t i = 0; i < g->p.n && budget > 0; i++) {
             struct xd_seq *s = &g->seq[i];
-            if (s->state != XD_SEQ_PREFILL) continue;
-            int32_t take = g->n_prompt - s->n_past < budget ? g->n_prompt - s->n_past : budget;
+            const int32_t target = seq_target(g, i);
+            if (s->state == XD_SEQ_DONE || s->n_past >= target) continue;
+            if (s->n_past == 0 && share_prefix(e, g, i) && s->n_past >= target) continue;
+            int32_t take = target - s->n_past < budget ? target - s->n_past : budget;
+            const int32_t room = xd_kv_seq_room(kv, s->slot);
+            take = take < room ? take : room;
+            if (take <= 0 || xd_kv_seq_reserve(kv, s->slot, s->n_past + take)) continue;
             for (int32_t t = 0; t < take; t++) {
-                int32_t pos = s->n_past + t;
+                const int32_t pos = s->n_past + t;
                 enum entry_kind kind = ENT_PLAIN;
-                if (pos == g->n_prompt - 1) kind = ENT_SAMPLE;
-                else if (g->p.prompt_logprobs && i == 0) kind = ENT_PROMPT_LP;
-                e->ent[n++] = (struct entry){g, i, g->prompt[pos], pos, kind};
+                if (s->state == XD_SEQ_PREFILL) {
+                    if (pos == g->n_prompt - 1) kind = ENT_SAMPLE;
+                    else if (g->p.prompt_logprobs && i == 0 && pos + 1 >= g->lp_next)
+                        kind = ENT_PROMPT_LP;
+                }
+                e->ent[n++] = (struct entry){g, i, xd__seq_token_at(g, i, pos), pos, kind};
             }
             budget -= take;
         }
     }
-    if (n == 0) return;
-    e->st.steps++;
-
-    int rc = run_entries(e, e->ent, n);
-    if (rc) {
-        /* isolate: rerun each request's part alone; only the ones that fail again fail */
-        e->st.forward_failures++;
-        truncate_entries(e, e->ent, n);
-        for (int32_t k = 0; k < n; k++) {
-            struct xd_gen *g = e->ent[k].g;
-            bool seen = false;
-            for (int32_t j = 0; j < k && !seen; j++) seen = e->ent[j].g == g;
-            if (seen) continue;
-            int32_t m = 0;
-            for (int32_t j = k; j < n; j++)
-                if (e->ent[j].g == g) e->sub[m++] = e->ent[j];
-            int rc2 = m == n ? rc : run_entries(e, e->sub, m);
-            if (rc2) {
-                if (m != n) e->st.forward_failures++;
-                truncate_entries(e, e->sub, m);
-                g->info.status = rc2;
+    bool failed = false; /* failing requests free their blocks below */
+    for (int32_t r = 0; r < e->n_running; r++) failed |= e->running[r]->info.status != 0;
+    if (n == 0 && !failed && e->n_running > 1) {
+        /* nothing fits: the newest request makes room for the older ones */
+        preempt(e, e->running[e->n_running - 1], &n);
+    } else if (n == 0 && !failed && e->n_running == 1) {
+        struct xd_gen *g = e->running[0]; /* all done: retired below; else it cannot fit */
+        if (g->n_done < g->p.n) g->info.status = -ENOSPC;
+    }
+    if (n > 0) {
+        e->st.steps++;
+        const uint64_t touched0 = xd_ctx_stats(e->ctx)->experts_touched;
+        int rc = run_entries(e, e->ent, n);
+        if (rc) {
+            /* isolate: rerun each request's part alone; only the ones that fail again fail */
+            e->st.forward_failures++;
+            truncate_entries(e, e->ent, n);
+            for (int32_t k = 0; k < n; k++) {
+                struct xd_gen *g = e->ent[k].g;
+                bool seen = false;
+                for (int32_t j = 0; j < k && !seen; j++) seen = e->ent[j].g == g;
+                if (seen) continue;
+                int32_t m = 0;
+                for (int32_t j = k; j < n; j++)
+                    if (e->ent[j].g == g) e->sub[m++] = e->ent[j];
+                int rc2 = m == n ? rc : run_entries(e, e->sub, m);
+                if (rc2) {
+                    if (m != n) e->st.forward_failures++;
+                    truncate_entries(e, e->sub, m);
+                    g->info.status = rc2;
+                }
             }
         }
+        e->st.experts_last_step = xd_ctx_stats(e->ctx)->experts_touched - touched0;
+        if (e->m->moe) xd_stats_hist_add(e->st.experts_per_step, e->st.experts_last_step);
     }
     for (int32_t k = e->n_running - 1; k >= 0; k--) {
         struct xd_gen *g = e->running[k];
@@ -385,9 +623,17 @@ static void publish_stats(struct xd_engine *e) {
     struct xd_engine_stats s = e->st;
     s.fwd = *xd_ctx_stats(e->ctx);
     struct xd_xc *xc = xd_ctx_xc(e->ctx);
-    if (xc) s.xc = *xd_xc_stats(xc);
+    if (xc) xd_xc_stats_get(xc, &s.xc); /* consistent: the I/O threads update it too */
     s.running = e->n_running;
     s.slots_used = e->p.n_parallel - e->n_free;
+    struct xd_kv_usage ku;
+    xd_kv_usage(xd_ctx_kv(e->ctx), &ku);
+    s.kv_block_size = ku.block_size;
+    s.kv_blocks_total = ku.n_blocks;
+    s.kv_blocks_used = ku.n_used;
+    s.kv_blocks_shared = ku.n_shared;
+    s.kv_bytes_used = (uint64_t)ku.n_used * ku.block_bytes;
+    s.kv_cow_copies = ku.cow_copies;
     pthread_mutex_lock(&e->mu);
     s.waiting = e->n_waiting;
     e->snap = s;
@@ -417,6 +663,7 @@ static void *engine_main(void *arg) {
     while (q) {
         struct xd_gen *g = q;
         q = g->next;
+        xd__gen_stop(g);
         emit_end(e, g, -ECANCELED);
     }
     publish_stats(e);
@@ -441,7 +688,9 @@ int xd_engine_create(const struct xd_model *m, const struct xd_engine_params *p,
     e->m = m;
     e->n_vocab = (int32_t)m->hp.n_vocab;
     struct xd_ctx_params cp = {.n_ctx = d.n_ctx, .n_seq = d.n_parallel,
-                               .n_batch = d.step_tokens, .ops = d.ops, .xc = d.xc};
+                               .n_batch = d.step_tokens, .ops = d.ops, .xc = d.xc,
+                               .backend = d.backend, .n_threads = d.n_threads,
+                               .kv_bytes = d.kv_bytes};
     int rc = xd_ctx_create(m, &cp, &e->ctx, err, errlen);
     if (rc) {
         free(e);
@@ -464,6 +713,12 @@ int xd_engine_create(const struct xd_model *m, const struct xd_engine_params *p,
     e->st.n_parallel = d.n_parallel;
     e->st.n_ctx = d.n_ctx;
     e->st.kv_bytes = xd_kv_bytes(xd_ctx_kv(e->ctx));
+    struct xd_kv_usage ku;
+    xd_kv_usage(xd_ctx_kv(e->ctx), &ku);
+    e->kv_blocks = ku.n_blocks;
+    e->kv_on_host = xd_ctx_kv_on_host(e->ctx);
+    e->st.kv_block_size = ku.block_size;
+    e->st.kv_blocks_total = ku.n_blocks;
     e->snap = e->st;
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->mbox_mu, NULL);
@@ -492,6 +747,10 @@ int xd_engine_submit(struct xd_engine *e, struct xd_gen *g) {
     for (int32_t t = 0; t < g->n_prompt; t++)
         if (g->prompt[t] < 0 || g->prompt[t] >= e->n_vocab) return XD_E_INVALID;
     if ((int64_t)g->n_prompt + g->p.max_tokens > e->p.n_ctx) return XD_E_CONTEXT;
+    /* alone it must fit in the KV pool even unshared (a preempted n > 1 recomputes apart) */
+    if ((int64_t)g->p.n * xd_kv_blocks_for(g->n_prompt + g->p.max_tokens) > e->kv_blocks)
+        return XD_E_CONTEXT;
+    g->share_prompt = g->p.n > 1 && xd_ctx_kv_on_host(e->ctx); /* fixed after create */
     pthread_mutex_lock(&e->mu);
     int rc = 0;
     if (e->stop) rc = -ESHUTDOWN;
@@ -516,6 +775,8 @@ void xd_engine_cancel(struct xd_engine *e, struct xd_gen *g) {
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
 }
+
+struct xd_xc *xd_engine_xc(struct xd_engine *e) { return xd_ctx_xc(e->ctx); }
 
 void xd_engine_stats(struct xd_engine *e, struct xd_engine_stats *out) {
     pthread_mutex_lock(&e->mu);

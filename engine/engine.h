@@ -10,9 +10,12 @@
  * request again and the caller destroys it.
  *
  * Scheduling (engine.c): iteration-level. Every step admits waiting requests into free
- * sequence slots in arrival order, forms ONE batch of every running sequence's next token plus
- * chunks of pending prompts under a token budget, runs xd_forward once, samples each sequence
- * with its own sampler and emits events. A request's n sequences each take a slot.
+ * sequence slots in arrival order while the paged KV cache has room for their prompts, forms
+ * ONE batch of every running sequence's next token plus chunks of pending prompts under a
+ * token budget, runs xd_forward once, samples each sequence with its own sampler and emits
+ * events. A request's n sequences each take a slot and share the prompt's KV blocks. When the
+ * KV cache runs out, the most recently admitted request is preempted (its KV freed, recomputed
+ * later): its output stays the same, only later.
  *
  * Threads: submit, cancel, stats and drain may be called from any thread; notify is called on
  * the engine thread. Drain callbacks run on the thread that calls xd_engine_drain.
@@ -37,8 +40,11 @@ struct xd_engine_params {
     int32_t n_ctx;       /* positions per slot (default min(model's, 4096)) */
     int32_t step_tokens; /* token budget of one step, decodes + prompt chunks (default 512) */
     int32_t max_waiting; /* submitted requests waiting for slots; more -> -EAGAIN (default 64) */
-    const struct xd_ops *ops; /* default xd_ops_cpu_ref() */
+    const struct xd_ops *ops; /* xd_ops_cpu_ref(): the reference backend; else ignored */
+    const char *backend;      /* compute backend by name (forward.h); NULL = "cpu" */
+    int32_t n_threads;        /* kernel threads; 0 = one per online CPU */
     struct xd_xc *xc;         /* expert cache, borrowed; NULL: everything resident */
+    uint64_t kv_bytes;        /* paged KV cache budget; 0 = n_parallel x n_ctx positions */
     xd_engine_notify_cb notify; /* events are waiting; called on the engine thread */
     void *notify_arg;
 };
@@ -110,7 +116,8 @@ int xd_engine_create(const struct xd_model *m, const struct xd_engine_params *p,
                      struct xd_engine **out, char *err, size_t errlen);
 
 /* Queues g. 0: g will get exactly one END. XD_E_INVALID (a prompt token outside the
- * vocabulary, n above n_parallel), XD_E_CONTEXT (prompt + max_tokens above n_ctx), -EAGAIN
+ * vocabulary, n above n_parallel), XD_E_CONTEXT (prompt + max_tokens above n_ctx, or n
+ * times that above the KV pool), -EAGAIN
  * (max_waiting requests already wait), -ESHUTDOWN (the engine is shutting down): g is then the
  * caller's as before and gets no event. */
 int xd_engine_submit(struct xd_engine *e, struct xd_gen *g);
@@ -123,6 +130,10 @@ void xd_engine_cancel(struct xd_engine *e, struct xd_gen *g);
  * during the callback only. The callback may destroy the event's request on END, and may call
  * submit and cancel. Returns the number of events delivered. */
 size_t xd_engine_drain(struct xd_engine *e, xd_gen_event_cb cb, void *arg);
+
+/* The expert cache the engine's context uses (NULL for a dense model). Thread-safe calls only
+ * (xd_xc_stats_get, xd_xc_resident_per_layer). */
+struct xd_xc *xd_engine_xc(struct xd_engine *e);
 
 /* Counters, read consistently (a snapshot taken after the last step). */
 struct xd_engine_stats {
@@ -137,7 +148,16 @@ struct xd_engine_stats {
     uint64_t generated_tokens;  /* tokens sampled */
     uint64_t requests_ok, requests_cancelled, requests_failed;
     uint64_t forward_failures;  /* xd_forward errors (each isolated to its request) */
-    uint64_t kv_bytes;
+    uint64_t kv_bytes;          /* the KV pool */
+    uint64_t kv_bytes_used;     /* in blocks held by sequences */
+    int32_t kv_block_size;      /* positions per block */
+    int32_t kv_blocks_total, kv_blocks_used, kv_blocks_shared;
+    uint64_t kv_cow_copies;     /* shared blocks copied before a write */
+    uint64_t preemptions;       /* requests whose KV was freed to make room (recomputed later) */
+    uint64_t recomputed_tokens; /* positions run again after a preemption */
+    uint64_t prefix_shared_tokens; /* prompt positions taken from another sequence's blocks */
+    uint64_t experts_last_step; /* distinct experts run by the last step, summed over layers */
+    uint64_t experts_per_step[XD_STATS_HIST_N]; /* the same per step, power-of-two buckets */
 };
 void xd_engine_stats(struct xd_engine *e, struct xd_engine_stats *out);
 

@@ -9,18 +9,22 @@
  *
  * Request states (the scheduler moves them; xd_gen_check_invariants() holds in each):
  *
- *     CREATED --xd_engine_submit--> QUEUED --admit (xd__gen_start)--> RUNNING
- *        |                            |                                  |
- *        |                            +--cancel / shutdown--> ENDED <----+ all sequences DONE,
- *        +--xd_gen_destroy                                               cancel, error
+ *     CREATED --xd_engine_submit--> QUEUED --admit (xd__gen_start)--> RUNNING <-------+
+ *        |                            |                                  |  |         |
+ *        |                            +--cancel / shutdown--> ENDED <----+  | preempt | admit
+ *        +--xd_gen_destroy                                     ^            v         |
+ *                                                              +------- PREEMPTED ----+
+ *   CREATED    owned by the caller; no sequence holds anything.
+ *   QUEUED     on the engine's waiting list; no slot, no sampler.
+ *   RUNNING    every sequence has a slot, a sampler, a stop matcher; n_done counts DONE ones.
+ *   PREEMPTED  back at the head of the waiting list without slots or KV (engine.c freed them),
+ *              keeping samplers, stop matchers, detokenizers and sampled tokens, so that once
+ *              readmitted it recomputes its positions and goes on exactly where it stopped.
+ *   ENDED      END emitted; nothing held; the engine forgets it.
  *
- *   CREATED  owned by the caller; no sequence holds anything.
- *   QUEUED   on the engine's waiting list; no slot, no sampler.
- *   RUNNING  every sequence has a slot, a sampler, a stop matcher; n_done counts DONE ones.
- *   ENDED    END emitted; nothing held; the engine forgets it.
- *
- * Sequence states: PREFILL (n_past < n_prompt) -> DECODE (next set, n_past = n_prompt + n_gen
- * - 1) -> DONE. The transitions are xd__seq_sample / xd__seq_finish_length.
+ * Sequence states: PREFILL (n_past < n_prompt) -> DECODE (next set, n_past <= n_prompt +
+ * n_gen - 1: below it the scheduler is recomputing after a preemption) -> DONE. The
+ * transitions are xd__seq_sample / xd__seq_finish_length.
  */
 #include "engine_gen.h"
 
@@ -91,16 +95,21 @@ bool xd_gen_check_invariants(const struct xd_gen *g) {
     for (int32_t i = 0; i < g->p.n; i++) {
         const struct xd_seq *s = &g->seq[i];
         bool held = s->smp || s->stop;
-        if (g->state != XD_GEN_RUNNING && (held || s->slot >= 0)) return false;
-        if (g->state == XD_GEN_RUNNING) {
-            if (s->slot < 0 || !s->smp || !s->stop) return false;
+        if (g->state == XD_GEN_PREEMPTED) {
+            if (s->slot >= 0 || s->n_past || !s->smp || !s->stop || !s->toks) return false;
+        } else if (g->state != XD_GEN_RUNNING && (held || s->slot >= 0)) {
+            return false;
+        }
+        if (g->state == XD_GEN_RUNNING || g->state == XD_GEN_PREEMPTED) {
+            if (g->state == XD_GEN_RUNNING && (s->slot < 0 || !s->smp || !s->stop)) return false;
             if (s->state == XD_SEQ_PREFILL && (s->n_past >= g->n_prompt || s->n_gen)) return false;
-            if (s->state == XD_SEQ_DECODE && s->n_past != g->n_prompt + s->n_gen - 1) return false;
-            if (s->n_gen > g->p.max_tokens) return false;
+            if (s->state == XD_SEQ_DECODE && s->n_past > g->n_prompt + s->n_gen - 1) return false;
+            if (s->n_gen > g->p.max_tokens || s->n_past > s->n_hw) return false;
         }
         done += s->state == XD_SEQ_DONE;
     }
-    if (g->state == XD_GEN_RUNNING && done != g->n_done) return false;
+    if ((g->state == XD_GEN_RUNNING || g->state == XD_GEN_PREEMPTED) && done != g->n_done)
+        return false;
     return g->n_prompt > 0 && g->p.n >= 1;
 }
 
@@ -128,6 +137,11 @@ int xd__gen_start(struct xd_gen *g, const struct xd_tokenizer *tok, int32_t n_vo
         struct xd_seq *s = &g->seq[i];
         struct xd_sampler_params spi = sp;
         spi.seed = sp.seed + (uint64_t)i;
+        if (!(s->toks = malloc((size_t)(g->p.max_tokens > 0 ? g->p.max_tokens : 1) *
+                               sizeof *s->toks))) {
+            rc = XD_E_NOMEM;
+            break;
+        }
         if ((rc = xd_sampler_create(&spi, n_vocab, &s->smp))) break;
         if ((rc = xd_stop_create((const char *const *)g->stop_copy, g->stop_len_copy,
                                  g->p.n_stop, &s->stop)))
@@ -137,7 +151,7 @@ int xd__gen_start(struct xd_gen *g, const struct xd_tokenizer *tok, int32_t n_vo
         xd_detok_init(&s->dt, tok, 0);
         s->slot = slots[i];
         s->state = XD_SEQ_PREFILL;
-        s->n_past = s->n_gen = 0;
+        s->n_past = s->n_hw = s->n_gen = 0;
     }
     free(bias);
     if (rc) {
@@ -145,6 +159,7 @@ int xd__gen_start(struct xd_gen *g, const struct xd_tokenizer *tok, int32_t n_vo
         return rc;
     }
     g->n_done = 0;
+    g->lp_next = 0;
     g->state = XD_GEN_RUNNING;
     return 0;
 }
@@ -153,6 +168,8 @@ void xd__gen_stop(struct xd_gen *g) {
     for (int32_t i = 0; g->seq && i < g->p.n; i++) {
         xd_sampler_destroy(g->seq[i].smp);
         xd_stop_destroy(g->seq[i].stop);
+        free(g->seq[i].toks);
+        g->seq[i].toks = NULL;
         g->seq[i].smp = NULL;
         g->seq[i].stop = NULL;
         g->seq[i].slot = -1;
@@ -202,7 +219,7 @@ int xd__seq_sample(struct xd_gen *g, int32_t i, const float *logits,
     ev.has_logprobs = g->p.logprobs;
     int tk = xd_sampler_sample(s->smp, logits, g->p.logprobs ? &ev.lp : NULL);
     if (tk < 0) return tk;
-    s->n_gen++;
+    s->toks[s->n_gen++] = tk;
     g->info.n_generated++;
     if (!g->p.ignore_eos && xd_tokenizer_is_eog(tok, tk))
         return flush_and_finish(g, i, XD_FINISH_STOP, emit, ctx);
