@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto_enc.h"
 #include "xd_error.h"
 
 static int nomem(struct proto_error *e) {
@@ -182,14 +183,6 @@ fail:
 
 /* ---- encoding ------------------------------------------------------------------------------- */
 
-#define DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(9))
-
-/* Builds into *slot and records a failure in *ok: keeps the encoders free of checks. */
-static json_t *chk(json_t *j, bool *ok) {
-    if (!j) *ok = false;
-    return j;
-}
-
 static json_t *logprobs_json(const struct proto_choice *c, bool *ok) {
     if (!c->has_logprobs) return json_null();
     json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(),
@@ -197,11 +190,11 @@ static json_t *logprobs_json(const struct proto_choice *c, bool *ok) {
     if (!tokens || !lps || !tops || !offs || !o) *ok = false;
     for (size_t i = 0; i < c->n_lp && *ok; i++) {
         const struct proto_token_logprob *t = &c->lp[i];
-        json_array_append_new(tokens, chk(json_stringn(t->token, t->len), ok));
+        json_array_append_new(tokens, proto__chk(json_stringn(t->token, t->len), ok));
         json_array_append_new(lps, t->has_logprob ? json_real(t->logprob) : json_null());
         json_t *top = json_null();
         if (t->has_logprob) {
-            top = chk(json_object(), ok);
+            top = proto__chk(json_object(), ok);
             for (size_t k = 0; k < t->n_top && *ok; k++) {
                 /* jansson object keys are C strings: a token holding NUL is cut there */
                 char *key = strndup(t->top[k].token, t->top[k].len);
@@ -222,73 +215,43 @@ static json_t *logprobs_json(const struct proto_choice *c, bool *ok) {
 }
 
 static json_t *choice_json(const struct proto_choice *c, bool *ok) {
-    json_t *o = chk(json_object(), ok);
+    json_t *o = proto__chk(json_object(), ok);
     json_object_set_new(o, "index", json_integer(c->index));
-    json_object_set_new(o, "text", chk(json_stringn(c->text ? c->text : "", c->len), ok));
-    json_object_set_new(o, "logprobs", chk(logprobs_json(c, ok), ok));
+    json_object_set_new(o, "text", proto__chk(json_stringn(c->text ? c->text : "", c->len), ok));
+    json_object_set_new(o, "logprobs", proto__chk(logprobs_json(c, ok), ok));
     json_object_set_new(o, "finish_reason",
                         c->finish_reason ? json_string(c->finish_reason) : json_null());
     return o;
 }
 
-static json_t *usage_json(const struct proto_usage *u) {
-    json_t *o = json_object();
-    json_object_set_new(o, "prompt_tokens", json_integer(u->prompt_tokens));
-    json_object_set_new(o, "completion_tokens", json_integer(u->completion_tokens));
-    json_object_set_new(o, "total_tokens", json_integer(u->prompt_tokens + u->completion_tokens));
-    return o;
-}
-
-static json_t *head_json(const struct proto_meta *m, bool *ok) {
-    json_t *o = chk(json_object(), ok);
-    json_object_set_new(o, "id", chk(json_string(m->id), ok));
-    json_object_set_new(o, "object", json_string("text_completion"));
-    json_object_set_new(o, "created", json_integer(m->created));
-    json_object_set_new(o, "model", chk(json_string(m->model), ok));
-    return o;
-}
-
-/* Dumps o (consumed) between prefix and suffix. */
-static int dump(json_t *o, bool ok, const char *prefix, const char *suffix,
-                struct proto_buf *out) {
-    char *s = ok && o ? json_dumps(o, DUMP_FLAGS) : NULL;
-    json_decref(o);
-    if (!s) return ok ? XD_E_NOMEM : XD_E_INVALID;
-    proto_buf_puts(out, prefix);
-    proto_buf_puts(out, s);
-    proto_buf_puts(out, suffix);
-    free(s);
-    return out->oom ? XD_E_NOMEM : 0;
-}
-
 int proto_completion_encode(const struct proto_meta *m, const struct proto_choice *choices,
                             size_t n_choices, const struct proto_usage *u, struct proto_buf *out) {
     bool ok = true;
-    json_t *o = head_json(m, &ok), *arr = chk(json_array(), &ok);
+    json_t *o = proto__head_json(m, "text_completion", &ok), *arr = proto__chk(json_array(), &ok);
     for (size_t i = 0; i < n_choices && ok; i++)
         json_array_append_new(arr, choice_json(&choices[i], &ok));
     json_object_set_new(o, "choices", arr);
-    json_object_set_new(o, "usage", chk(usage_json(u), &ok));
-    return dump(o, ok, "", "", out);
+    json_object_set_new(o, "usage", proto__usage_json(u, &ok));
+    return proto__dump(o, ok, "", "", out);
 }
 
 int proto_completion_chunk(const struct proto_meta *m, const struct proto_choice *c,
                            bool usage_null, struct proto_buf *out) {
     bool ok = true;
-    json_t *o = head_json(m, &ok), *arr = chk(json_array(), &ok);
+    json_t *o = proto__head_json(m, "text_completion", &ok), *arr = proto__chk(json_array(), &ok);
     if (ok) json_array_append_new(arr, choice_json(c, &ok));
     json_object_set_new(o, "choices", arr);
     if (usage_null) json_object_set_new(o, "usage", json_null());
-    return dump(o, ok, "data: ", "\n\n", out);
+    return proto__dump(o, ok, "data: ", "\n\n", out);
 }
 
 int proto_completion_usage_chunk(const struct proto_meta *m, const struct proto_usage *u,
                                  struct proto_buf *out) {
     bool ok = true;
-    json_t *o = head_json(m, &ok);
-    json_object_set_new(o, "choices", chk(json_array(), &ok));
-    json_object_set_new(o, "usage", chk(usage_json(u), &ok));
-    return dump(o, ok, "data: ", "\n\n", out);
+    json_t *o = proto__head_json(m, "text_completion", &ok);
+    json_object_set_new(o, "choices", proto__chk(json_array(), &ok));
+    json_object_set_new(o, "usage", proto__usage_json(u, &ok));
+    return proto__dump(o, ok, "data: ", "\n\n", out);
 }
 
 int proto_sse_done(struct proto_buf *out) {

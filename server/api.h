@@ -10,8 +10,11 @@ struct srv_conn;
 
 /* api_completions.c */
 void srv_api_completions(struct srv_conn *c, const struct srv_http_req *req);
+/* api_chat.c */
+void srv_api_chat(struct srv_conn *c, const struct srv_http_req *req);
 /* api_info.c */
 void srv_api_models(struct srv_conn *c, const struct srv_http_req *req);
+void srv_api_props(struct srv_conn *c, const struct srv_http_req *req);
 void srv_api_health(struct srv_conn *c, const struct srv_http_req *req);
 void srv_api_metrics(struct srv_conn *c, const struct srv_http_req *req);
 

@@ -1,524 +1,103 @@
-/* api_completions.c - POST /v1/completions: decode, tokenize, submit to the engine, and turn
- * engine events into one JSON response or an SSE stream.
- *
- * A request becomes a job: one engine request (xd_gen) per prompt, each with n sequences, so
- * choice index = prompt * n + sequence, as OpenAI orders them. The job lives until every one of
- * its engine requests has delivered END - even when the client is gone: closing the connection
- * detaches the job (conn = NULL) and cancels its requests, and the last END frees it. So no
- * engine event can ever reach freed memory, and every submitted request is accounted for.
- * Streaming sends one SSE chunk per event that carries text or logprobs; non-streaming
- * accumulates text and logprobs per choice and encodes once. A reader that lets more than
- * stall_bytes of response pile up unsent is treated as gone.
- *
- * Trade-off: prompts are tokenized on the loop thread. The body limit bounds that work (about a
- * millisecond per 10 KiB of text); moving it to uv_queue_work would add a state (TOKENIZING)
- * for little gain at these sizes. Not here: chat templates (issue 13 reuses proto_gen and this
- * job's event handling), best_of > n, suffix.
+/* api_completions.c - POST /v1/completions: decode the request, make each prompt's tokens (text
+ * is tokenized, token ids are taken as they are) and hand the rest to the shared generation job
+ * (srv_job.c), with the completions encoders of proto_completion.c. A request with several
+ * prompts is one job with one engine request per prompt; echo and prompt logprobs are this
+ * endpoint's alone. Not here: best_of > n, suffix (both 400s from the decoder).
  */
-#include "api_completions.h"
-
-#include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "api.h"
-#include "api_logprobs.h"
 #include "conn.h"
 #include "proto_completion.h"
 #include "srv.h"
-#include "tokenizer.h"
+#include "srv_job.h"
 #include "xd_error.h"
 
-struct cmpl_prompt {
-    struct xd_tokens ids;
-    struct proto_buf echo;   /* the prompt's text, for echo */
-    struct srv_lp_list lp;   /* echo + logprobs: one entry per prompt token */
-    struct xd_gen *gen;      /* NULL once it ended (or was never submitted) */
-};
-
-struct cmpl_choice {
-    struct proto_buf text;   /* generated text (non-streaming) */
-    struct srv_lp_list lp;   /* generated tokens' logprobs */
-    uint32_t offset;         /* text_offset of the next token */
-    const char *finish;      /* "stop", "length" or NULL */
-    bool echo_sent;          /* streaming: the echoed prompt went out */
-};
-
-struct cmpl_job {
-    struct srv *srv;
-    struct srv_conn *conn; /* NULL once the client is gone */
-    struct proto_completion_req req;
-    struct cmpl_prompt *prompts;
-    size_t n_prompts;
-    int32_t n;
-    struct cmpl_choice *choices; /* n_prompts * n */
-    size_t n_live;               /* submitted, END not yet seen */
-    int status;                  /* first failure of an engine request */
-    bool stream, logprobs;
-    char id[40];
-    int64_t created;
-    uint64_t t_recv;
-    int64_t prompt_tokens, completion_tokens;
-};
-
-static void job_free(struct cmpl_job *j) {
-    for (size_t p = 0; p < j->n_prompts; p++) {
-        xd_tokens_free(&j->prompts[p].ids);
-        proto_buf_free(&j->prompts[p].echo);
-        srv_lp_free(&j->prompts[p].lp);
-        xd_gen_destroy(j->prompts[p].gen);
-    }
-    for (size_t i = 0; j->choices && i < j->n_prompts * (size_t)j->n; i++) {
-        proto_buf_free(&j->choices[i].text);
-        srv_lp_free(&j->choices[i].lp);
-    }
-    free(j->prompts);
-    free(j->choices);
-    proto_completion_req_free(&j->req);
-    free(j);
-}
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void respond_error(struct srv_conn *c, int status, const char *param, const char *code,
-                          const char *msg) {
-    struct proto_error e;
-    proto_error_set(&e, status, param, code, "%s", msg);
-    srv_conn_respond_error(c, &e, status == 429 || status == 503 ? "Retry-After: 1\r\n" : "");
-}
-
-/* The error a failed engine request gives the client. */
-static void engine_error(int status, struct proto_error *e) {
-    if (status == -ECANCELED)
-        proto_error_set(e, 503, NULL, "cancelled", "The request was cancelled (server draining)");
-    else
-        proto_error_set(e, xd_err_http_status(status) >= 500 ? 500 : xd_err_http_status(status),
-                        NULL, "engine_error", "Generation failed: %s", xd_strerror(status));
-}
-
-/* ---- responses ------------------------------------------------------------------------------ */
-
-static struct proto_meta meta(const struct cmpl_job *j) {
-    return (struct proto_meta){j->id, j->created, j->srv->cfg.model_name};
-}
-
-/* Resolves entries of a list into fresh arrays (caller frees *lp and *tops). */
-static int resolve(const struct srv_lp_list *l, size_t from, size_t n,
-                   struct proto_token_logprob **lp, struct proto_top_logprob **tops) {
-    *lp = calloc(n ? n : 1, sizeof **lp);
-    *tops = calloc(l->n_tops ? l->n_tops : 1, sizeof **tops);
-    if (!*lp || !*tops) return XD_E_NOMEM;
-    srv_lp_resolve(l, from, n, *lp, *tops);
-    return 0;
-}
-
-/* Sends one SSE chunk for choice k: text, the logprob entries [from, from+n) of list l. */
-static void send_chunk(struct cmpl_job *j, size_t k, const char *text, size_t len,
-                       const struct srv_lp_list *l, size_t from, size_t n, const char *finish) {
-    if (!j->conn) return;
-    struct proto_token_logprob *lp = NULL;
-    struct proto_top_logprob *tops = NULL;
-    struct proto_choice ch = {.index = (int32_t)k, .text = text, .len = len,
-                              .has_logprobs = j->logprobs && l, .finish_reason = finish};
-    struct proto_meta m = meta(j);
-    struct proto_buf b;
-    proto_buf_init(&b);
-    int rc = 0;
-    if (ch.has_logprobs && !(rc = resolve(l, from, n, &lp, &tops))) {
-        ch.lp = lp;
-        ch.n_lp = n;
-    }
-    if (!rc) rc = proto_completion_chunk(&m, &ch, j->req.gen.include_usage, &b);
-    if (!rc) rc = srv_conn_stream_send(j->conn, b.data, b.len);
-    free(lp);
-    free(tops);
-    proto_buf_free(&b);
-    struct srv_conn *c = j->conn;
-    /* a failed send closed the connection (job aborted); a reader that does not keep up is gone */
-    if (!rc && c && srv_conn_unsent(c) > j->srv->cfg.stall_bytes) srv_conn_close(c);
-    else if (rc && c) srv_conn_close(c);
+static void req_free(void *r) {
+    proto_completion_req_free(r);
+    free(r);
 }
 
 /* Streaming echo: the prompt's text (and its logprobs) before the choice's first tokens. */
-static void send_echo(struct cmpl_job *j, size_t k) {
-    struct cmpl_choice *ch = &j->choices[k];
-    if (!j->req.echo || ch->echo_sent) return;
-    ch->echo_sent = true;
-    const struct cmpl_prompt *p = &j->prompts[k / (size_t)j->n];
-    send_chunk(j, k, p->echo.data ? p->echo.data : "", p->echo.len,
-               j->logprobs ? &p->lp : NULL, 0, p->lp.n, NULL);
-}
-
-static void respond_whole(struct cmpl_job *j) {
-    size_t n_ch = j->n_prompts * (size_t)j->n;
-    struct proto_choice *ch = calloc(n_ch, sizeof *ch);
-    struct proto_buf *texts = calloc(n_ch, sizeof *texts);
-    struct proto_token_logprob **lps = calloc(n_ch, sizeof *lps);
-    struct proto_top_logprob **tops = calloc(n_ch * 2, sizeof *tops);
-    bool ok = ch && texts && lps && tops;
-    for (size_t k = 0; ok && k < n_ch; k++) {
-        const struct cmpl_choice *c = &j->choices[k];
-        const struct cmpl_prompt *p = &j->prompts[k / (size_t)j->n];
-        proto_buf_init(&texts[k]);
-        if (j->req.echo) proto_buf_append(&texts[k], p->echo.data, p->echo.len);
-        proto_buf_append(&texts[k], c->text.data, c->text.len);
-        ok = !texts[k].oom;
-        ch[k] = (struct proto_choice){.index = (int32_t)k, .text = texts[k].data,
-                                      .len = texts[k].len, .has_logprobs = j->logprobs,
-                                      .finish_reason = c->finish ? c->finish : "length"};
-        if (ok && j->logprobs) {
-            size_t ne = j->req.echo ? p->lp.n : 0, n = ne + c->lp.n;
-            lps[k] = calloc(n ? n : 1, sizeof **lps);
-            tops[2 * k] = calloc(p->lp.n_tops + 1, sizeof **tops);
-            tops[2 * k + 1] = calloc(c->lp.n_tops + 1, sizeof **tops);
-            ok = lps[k] && tops[2 * k] && tops[2 * k + 1];
-            if (ok) {
-                srv_lp_resolve(&p->lp, 0, ne, lps[k], tops[2 * k]);
-                srv_lp_resolve(&c->lp, 0, c->lp.n, lps[k] + ne, tops[2 * k + 1]);
-                ch[k].lp = lps[k];
-                ch[k].n_lp = n;
-            }
-        }
+static int open_choice(const struct srv_job *j, size_t k, struct proto_buf *out) {
+    if (!j->echo) return 0;
+    const struct srv_job_prompt *p = &j->prompts[k / (size_t)j->n];
+    struct proto_token_logprob *lp = calloc(p->lp.n + 1, sizeof *lp);
+    struct proto_top_logprob *tops = calloc(p->lp.n_tops + 1, sizeof *tops);
+    int rc = lp && tops ? 0 : XD_E_NOMEM;
+    struct proto_choice ch = {.index = (int32_t)k,
+                              .text = p->echo.data ? p->echo.data : "",
+                              .len = p->echo.len,
+                              .has_logprobs = j->logprobs};
+    if (!rc && j->logprobs) {
+        srv_lp_resolve(&p->lp, 0, p->lp.n, lp, tops);
+        ch.lp = lp;
+        ch.n_lp = p->lp.n;
     }
-    struct proto_buf b;
-    proto_buf_init(&b);
-    struct proto_meta m = meta(j);
-    struct proto_usage u = {j->prompt_tokens, j->completion_tokens};
-    if (ok && !proto_completion_encode(&m, ch, n_ch, &u, &b) && !proto_buf_puts(&b, "\n"))
-        srv_conn_respond(j->conn, 200, "application/json", b.data, b.len, "");
-    else
-        respond_error(j->conn, 500, NULL, "encode_error", "Could not encode the response");
-    proto_buf_free(&b);
-    for (size_t k = 0; texts && k < n_ch; k++) proto_buf_free(&texts[k]);
-    for (size_t k = 0; lps && k < n_ch; k++) free(lps[k]);
-    for (size_t k = 0; tops && k < 2 * n_ch; k++) free(tops[k]);
-    free(ch);
-    free(texts);
-    free(lps);
+    struct proto_meta m = srv_job_meta(j);
+    if (!rc) rc = proto_completion_chunk(&m, &ch, j->gp->include_usage, out);
+    free(lp);
     free(tops);
+    return rc;
 }
 
-/* Every engine request of the job has ended: answer (if anyone listens) and free. */
-static void job_finish(struct cmpl_job *j) {
-    struct srv *s = j->srv;
-    struct srv_conn *c = j->conn;
-    if (c) {
-        srv_conn_set_job(c, NULL, NULL);
-        if (!j->stream && j->status) {
-            struct proto_error e;
-            engine_error(j->status, &e);
-            srv_conn_respond_error(c, &e, "");
-        } else if (!j->stream) {
-            respond_whole(j);
-        } else {
-            struct proto_buf b;
-            proto_buf_init(&b);
-            if (j->status) {
-                struct proto_error e;
-                engine_error(j->status, &e);
-                proto_sse_error(&e, &b);
-            } else if (j->req.gen.include_usage) {
-                struct proto_meta m = meta(j);
-                struct proto_usage u = {j->prompt_tokens, j->completion_tokens};
-                proto_completion_usage_chunk(&m, &u, &b);
-            }
-            proto_sse_done(&b);
-            if (!b.oom) srv_conn_stream_send(c, b.data, b.len);
-            proto_buf_free(&b);
-            srv_conn_stream_end(c);
-        }
-        if (!j->status)
-            proto_hist_observe(&s->metrics.e2e.h, (double)(srv_now_ns() - j->t_recv) * 1e-9);
-    }
-    if (!j->status) {
-        s->metrics.prompt_tokens += (uint64_t)j->prompt_tokens;
-        s->metrics.generation_tokens += (uint64_t)j->completion_tokens;
-    }
-    s->n_jobs--;
-    job_free(j);
-    srv_maybe_finish(s);
-}
+static const struct srv_job_fmt completions_fmt = {
+    .route = SRV_ROUTE_COMPLETIONS,
+    .prompt_param = "prompt",
+    .id_prefix = "cmpl-",
+    .open = open_choice,
+    .chunk = proto_completion_chunk,
+    .usage_chunk = proto_completion_usage_chunk,
+    .whole = proto_completion_encode,
+    .req_free = req_free,
+};
 
-/* The connection is going away before the answer: cancel; the last END frees the job. */
-static void job_abort(void *arg) {
-    struct cmpl_job *j = arg;
-    j->conn = NULL;
-    j->srv->metrics.requests_cancelled++;
-    srv_metrics_request(&j->srv->metrics, SRV_ROUTE_COMPLETIONS, 499);
-    for (size_t p = 0; p < j->n_prompts; p++)
-        if (j->prompts[p].gen) xd_engine_cancel(j->srv->engine, j->prompts[p].gen);
-}
-
-/* ---- engine events -------------------------------------------------------------------------- */
-
-static void on_end(struct cmpl_job *j, size_t p, const struct xd_gen_event *ev) {
-    struct srv *s = j->srv;
-    const struct xd_gen_info *in = xd_gen_info(ev->gen);
-    if (ev->status && !j->status) j->status = ev->status;
-    if (!ev->status) {
-        if (in->t_admit)
-            proto_hist_observe(&s->metrics.queue_time.h,
-                               (double)(in->t_admit - in->t_submit) * 1e-9);
-        if (in->t_first_token) {
-            proto_hist_observe(&s->metrics.ttft.h,
-                               (double)(in->t_first_token - j->t_recv) * 1e-9);
-            double per_seq = (double)in->n_generated / j->n;
-            if (per_seq > 1)
-                proto_hist_observe(&s->metrics.tpot.h,
-                                   (double)(in->t_end - in->t_first_token) * 1e-9 / (per_seq - 1));
-        }
-    }
-    j->prompt_tokens += in->n_prompt;
-    j->completion_tokens += in->n_generated;
-    xd_gen_destroy(ev->gen);
-    j->prompts[p].gen = NULL;
-    if (ev->status && ev->status != -ECANCELED) {
-        /* one prompt failed: the answer is an error, stop the others */
-        for (size_t q = 0; q < j->n_prompts; q++)
-            if (j->prompts[q].gen) xd_engine_cancel(s->engine, j->prompts[q].gen);
-    }
-    if (--j->n_live == 0) job_finish(j);
-}
-
-void srv_api_completions_event(const struct xd_gen_event *ev, void *arg) {
-    struct cmpl_job *j = ev->user;
-    const struct xd_tokenizer *tok = j->srv->model->tok;
-    size_t p = 0;
-    while (p < j->n_prompts && j->prompts[p].gen != ev->gen) p++;
-    if (p == j->n_prompts) return; /* cannot happen: every event's request is in its job */
-    if (ev->kind == XD_GEN_END) {
-        on_end(j, p, ev);
-        return;
-    }
-    struct cmpl_prompt *pr = &j->prompts[p];
-    if (ev->kind == XD_GEN_PROMPT_LOGPROB) {
-        /* the prompt's list holds a null entry per token from submit; fill this one */
-        srv_lp_set(&pr->lp, (size_t)ev->pos, tok, ev->token, &ev->lp);
-        return;
-    }
-    size_t k = p * (size_t)j->n + (size_t)ev->index;
-    struct cmpl_choice *ch = &j->choices[k];
-    size_t lp_from = ch->lp.n;
-    if (ev->kind == XD_GEN_TOKEN && j->logprobs && ev->has_logprobs && ev->token >= 0) {
-        srv_lp_add(&ch->lp, tok, ev->token, &ev->lp, ch->offset);
-        ch->offset += (uint32_t)srv_token_text_len(tok, ev->token);
-    }
-    if (ev->kind == XD_GEN_FINISH)
-        ch->finish = ev->finish == XD_FINISH_STOP ? "stop" : "length";
-    if (!j->stream) {
-        proto_buf_append(&ch->text, ev->text, ev->len);
-        return;
-    }
-    send_echo(j, k);
-    size_t n_lp = ch->lp.n - lp_from;
-    if (ev->len || n_lp || ev->kind == XD_GEN_FINISH)
-        send_chunk(j, k, ev->text, ev->len, n_lp ? &ch->lp : (j->logprobs ? &ch->lp : NULL),
-                   lp_from, n_lp, ev->kind == XD_GEN_FINISH ? ch->finish : NULL);
-}
-
-/* ---- the handler ---------------------------------------------------------------------------- */
-
-/* Tokenizes prompt p (text) or takes its ids, and records its echo text and logprob slots. */
-static int prepare_prompt(struct cmpl_job *j, size_t p, struct proto_error *e) {
-    const struct srv *s = j->srv;
-    const struct xd_tokenizer *tok = s->model->tok;
-    const struct proto_prompt *in = &j->req.prompts[p];
-    struct cmpl_prompt *out = &j->prompts[p];
-    int rc;
-    if (in->is_tokens) {
-        for (size_t i = 0; i < in->n_tokens; i++) {
-            if (out->ids.n == out->ids.cap) {
-                size_t cap = out->ids.cap ? out->ids.cap * 2 : 64;
-                int32_t *ids = realloc(out->ids.ids, cap * sizeof *ids);
-                if (!ids) return XD_E_NOMEM;
-                out->ids.ids = ids;
-                out->ids.cap = cap;
-            }
-            out->ids.ids[out->ids.n++] = in->tokens[i];
-        }
-        char *text = NULL;
-        size_t len = 0;
-        if ((rc = xd_detokenize(tok, in->tokens, in->n_tokens, XD_DETOK_TEXT_START, &text,
-                                &len)))
-            return rc;
-        proto_buf_append(&out->echo, text, len);
-        free(text);
-    } else {
-        rc = xd_tokenize(tok, in->text, in->len, XD_TOK_ADD_SPECIAL | XD_TOK_PARSE_SPECIAL,
-                         &out->ids);
-        if (rc) {
-            proto_error_set(e, 400, "prompt", "invalid_prompt",
-                            "The prompt cannot be tokenized: %s", xd_strerror(rc));
-            return XD_E_INVALID;
-        }
-        proto_buf_append(&out->echo, in->text, in->len);
-    }
-    if (out->ids.n == 0) {
-        proto_error_set(e, 400, "prompt", "invalid_prompt",
-                        "The prompt is empty (and this model's vocabulary adds no BOS token)");
-        return XD_E_INVALID;
-    }
-    int32_t n_ctx = s->limits.max_prompt_tokens;
-    if ((int64_t)out->ids.n + j->req.gen.max_tokens > n_ctx) {
-        proto_error_set(e, 400, "prompt", "context_length_exceeded",
-                        "This model's maximum context length is %d tokens, however you requested "
-                        "%lld tokens (%zu in your prompt; %d for the completion). Please reduce "
-                        "your prompt or completion length.",
-                        n_ctx, (long long)out->ids.n + j->req.gen.max_tokens, out->ids.n,
-                        j->req.gen.max_tokens);
-        return XD_E_INVALID;
-    }
-    /* generated tokens' text_offset continues after the echoed prompt */
-    for (int32_t i = 0; j->req.echo && i < j->n; i++)
-        j->choices[p * (size_t)j->n + (size_t)i].offset = (uint32_t)out->echo.len;
-    if (j->req.echo && j->logprobs) {
-        uint32_t off = 0;
-        for (size_t i = 0; i < out->ids.n; i++) {
-            /* nulls now; XD_GEN_PROMPT_LOGPROB fills positions 1.. as the prefill runs */
-            if (srv_lp_add(&out->lp, tok, out->ids.ids[i], NULL, off)) return XD_E_NOMEM;
-            off += (uint32_t)srv_token_text_len(tok, out->ids.ids[i]);
-        }
-    }
-    return out->echo.oom ? XD_E_NOMEM : 0;
-}
-
-static struct xd_gen_params gen_params(const struct cmpl_job *j, uint64_t seed,
-                                       struct xd_logit_bias *bias) {
-    const struct proto_gen *g = &j->req.gen;
-    struct xd_sampler_params sp = xd_sampler_params_default();
-    sp.temperature = (float)g->temperature;
-    sp.top_k = g->top_k;
-    sp.top_p = (float)g->top_p;
-    sp.min_p = (float)g->min_p;
-    sp.seed = seed;
-    sp.repetition_penalty = (float)g->repetition_penalty;
-    sp.presence_penalty = (float)g->presence_penalty;
-    sp.frequency_penalty = (float)g->frequency_penalty;
-    for (size_t i = 0; i < g->n_logit_bias; i++)
-        bias[i] = (struct xd_logit_bias){g->logit_bias[i].token, g->logit_bias[i].bias};
-    sp.logit_bias = bias;
-    sp.n_logit_bias = g->n_logit_bias;
-    sp.n_logprobs = j->req.logprobs > 0 ? j->req.logprobs : 0;
-    return (struct xd_gen_params){
-        .sampler = sp,
-        .n = g->n,
-        .max_tokens = g->max_tokens,
-        .ignore_eos = g->ignore_eos,
-        .logprobs = j->logprobs,
-        .prompt_logprobs = j->req.echo && j->logprobs,
-        .stop = (const char *const *)g->stop,
-        .stop_len = g->stop_len,
-        .n_stop = g->n_stop,
-    };
+/* Token ids given by the client: taken as they are, detokenized for echo. */
+static int take_ids(struct srv_job *j, size_t p, const struct proto_prompt *in) {
+    struct srv_job_prompt *out = &j->prompts[p];
+    if (!(out->ids.ids = malloc(in->n_tokens * sizeof *out->ids.ids))) return XD_E_NOMEM;
+    memcpy(out->ids.ids, in->tokens, in->n_tokens * sizeof *out->ids.ids);
+    out->ids.n = out->ids.cap = in->n_tokens;
+    if (!j->echo) return 0;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = xd_detokenize(j->srv->model->tok, in->tokens, in->n_tokens, XD_DETOK_TEXT_START, &text,
+                           &len);
+    if (!rc) rc = proto_buf_append(&out->echo, text, len);
+    free(text);
+    return rc;
 }
 
 void srv_api_completions(struct srv_conn *c, const struct srv_http_req *req) {
     struct srv *s = c->srv;
-    struct proto_error e;
-    struct cmpl_job *j = calloc(1, sizeof *j);
-    if (!j) {
-        respond_error(c, 503, NULL, NULL, "out of memory");
+    struct proto_error e = {0};
+    struct srv_job *j = srv_job_create(c, &completions_fmt);
+    if (!j) return;
+    struct proto_completion_req *r = malloc(sizeof *r);
+    if (!r) {
+        srv_job_fail(j, XD_E_NOMEM, &e);
         return;
     }
-    j->srv = s;
-    j->t_recv = c->t_recv_ns;
-    if (proto_completion_decode(req->body.data ? req->body.data : "", req->body.len, &s->limits,
-                                &j->req, &e)) {
-        srv_conn_respond_error(c, &e, "");
-        free(j);
+    if (proto_completion_decode(req->body.data ? req->body.data : "", req->body.len, &s->limits, r,
+                                &e)) {
+        free(r);
+        srv_job_fail(j, XD_E_INVALID, &e);
         return;
     }
-    if (strcmp(j->req.gen.model, s->cfg.model_name)) {
-        proto_error_set(&e, 404, "model", "model_not_found",
-                        "The model '%.100s' does not exist (this server serves '%.100s')",
-                        j->req.gen.model, s->cfg.model_name);
-        srv_conn_respond_error(c, &e, "");
-        job_free(j);
+    int rc = srv_job_begin(j, r, &r->gen, r->n_prompts, &e);
+    j->echo = r->echo;
+    j->logprobs = r->logprobs >= 0;
+    j->n_top = r->logprobs > 0 ? r->logprobs : 0;
+    for (size_t p = 0; !rc && p < r->n_prompts; p++) {
+        const struct proto_prompt *in = &r->prompts[p];
+        rc = in->is_tokens ? take_ids(j, p, in)
+                           : srv_job_tokenize(j, p, in->text, in->len, true, "prompt", &e);
+        if (!rc) rc = srv_job_prompt_ready(j, p, &e);
+    }
+    if (rc) {
+        srv_job_fail(j, rc, &e);
         return;
     }
-    j->n_prompts = j->req.n_prompts;
-    j->n = j->req.gen.n;
-    j->stream = j->req.gen.stream;
-    j->logprobs = j->req.logprobs >= 0;
-    j->prompts = calloc(j->n_prompts, sizeof *j->prompts);
-    j->choices = calloc(j->n_prompts * (size_t)j->n, sizeof *j->choices);
-    if (!j->prompts || !j->choices) {
-        job_free(j);
-        respond_error(c, 503, NULL, NULL, "out of memory");
-        return;
-    }
-    for (size_t p = 0; p < j->n_prompts; p++) {
-        e.status = 0;
-        int rc = prepare_prompt(j, p, &e);
-        if (rc) {
-            if (!e.status) engine_error(rc, &e);
-            srv_conn_respond_error(c, &e, "");
-            job_free(j);
-            return;
-        }
-    }
-    struct xd_engine_stats es;
-    xd_engine_stats(s->engine, &es);
-    /* the queue is what waits beyond the free slots (a request is queued until the engine's
-     * next step admits it, even when slots are free) */
-    int64_t free_slots = es.n_parallel - es.slots_used;
-    if (es.waiting + (int64_t)j->n_prompts > s->cfg.max_queue + free_slots) {
-        job_free(j);
-        respond_error(c, 429, NULL, "queue_full",
-                      "The server is busy (request queue full); retry after a moment");
-        return;
-    }
-    /* ids and seeds: no seed given means a fresh one per request */
-    uint64_t x = s->id_seed ^ ++s->id_counter;
-    uint64_t a = splitmix64(&x), b = splitmix64(&x);
-    snprintf(j->id, sizeof j->id, "cmpl-%016" PRIx64 "%08" PRIx64, a, b >> 32);
-    j->created = (int64_t)time(NULL);
-    uint64_t seed = j->req.gen.has_seed ? j->req.gen.seed : splitmix64(&x);
-    struct xd_logit_bias *bias = calloc(j->req.gen.n_logit_bias + 1, sizeof *bias);
-    if (!bias) {
-        job_free(j);
-        respond_error(c, 503, NULL, NULL, "out of memory");
-        return;
-    }
-    struct xd_gen_params gp = gen_params(j, seed, bias);
-    int rc = 0;
-    for (size_t p = 0; p < j->n_prompts && !rc; p++)
-        rc = xd_gen_create(&gp, j->prompts[p].ids.ids, j->prompts[p].ids.n, j, &j->prompts[p].gen);
-    free(bias);
-    for (size_t p = 0; p < j->n_prompts && !rc; p++) {
-        rc = xd_engine_submit(s->engine, j->prompts[p].gen);
-        if (!rc) j->n_live++;
-    }
-    if (rc && j->n_live == 0) {
-        job_free(j);
-        if (rc == -EAGAIN) respond_error(c, 429, NULL, "queue_full", "The request queue is full");
-        else if (rc == -ESHUTDOWN) respond_error(c, 503, NULL, "shutting_down", "Shutting down");
-        else {
-            engine_error(rc, &e);
-            srv_conn_respond_error(c, &e, "");
-        }
-        return;
-    }
-    /* gens created but not submitted after a failure are freed with the job */
-    for (size_t p = 0; rc && p < j->n_prompts; p++) {
-        struct xd_gen *g = j->prompts[p].gen;
-        if (g && xd_gen_info(g)->t_submit) xd_engine_cancel(s->engine, g);
-        else if (g) {
-            xd_gen_destroy(g);
-            j->prompts[p].gen = NULL;
-        }
-    }
-    if (rc) j->status = rc;
-    j->conn = c;
-    s->n_jobs++;
-    srv_conn_set_job(c, j, job_abort);
-    if (j->stream) srv_conn_stream_begin(c, 200, "text/event-stream");
+    srv_job_submit(j);
 }

@@ -15,7 +15,7 @@ void srv_lp_free(struct srv_lp_list *l) {
     proto_buf_free(&l->str);
     free(l->rec);
     free(l->tops);
-    *l = (struct srv_lp_list){0};
+    *l = (struct srv_lp_list){.exact_top = l->exact_top};
 }
 
 /* True when s[0..n) is valid UTF-8 (no overlongs, surrogates or cut characters). */
@@ -92,7 +92,8 @@ int srv_lp_add(struct srv_lp_list *l, const struct xd_tokenizer *tok, int32_t id
             if (add_top(l, tok, lp->top[k].token, lp->top[k].logprob)) return XD_E_NOMEM;
             chosen_in_top |= lp->top[k].token == id;
         }
-        if (!chosen_in_top && add_top(l, tok, id, lp->chosen.logprob)) return XD_E_NOMEM;
+        if (!chosen_in_top && !l->exact_top && add_top(l, tok, id, lp->chosen.logprob))
+            return XD_E_NOMEM;
         r.n_top = (uint32_t)(l->n_tops - r.top0);
     }
     l->rec[l->n++] = r;

@@ -32,6 +32,7 @@ struct srv_lp_list {
     size_t n, cap;
     struct srv_lp_top *tops;
     size_t n_tops, cap_tops;
+    bool exact_top; /* chat: the top alternatives only, without adding the chosen token */
 };
 
 void srv_lp_free(struct srv_lp_list *l);
@@ -44,7 +45,8 @@ size_t srv_token_text_len(const struct xd_tokenizer *tok, int32_t id);
 
 /* Appends token id: lp NULL gives a null entry (the first token of an echoed prompt); else its
  * logprob and the top alternatives (lp->n_top of them, plus the chosen token when it is not
- * among them, as OpenAI does). 0 or XD_E_NOMEM. */
+ * among them, as OpenAI's completions do - unless l->exact_top, as its chat does). 0 or
+ * XD_E_NOMEM. */
 int srv_lp_add(struct srv_lp_list *l, const struct xd_tokenizer *tok, int32_t id,
                const struct xd_logprobs *lp, uint32_t text_offset);
 

@@ -1,4 +1,4 @@
-/* router.c - the route table and the API-key check. A linear scan over four rows beats any
+/* router.c - the route table and the API-key check. A linear scan over six rows beats any
  * cleverer structure at this size; the table is the one place that says which endpoints exist,
  * which need the key and which need the model. The handlers live in api_*.c. Not here: what a
  * handler does, CORS, HEAD requests (405 like any other method).
@@ -12,14 +12,18 @@
 
 static const struct srv_route routes[] = {
     {SRV_ROUTE_COMPLETIONS, HTTP_POST, "/v1/completions", true, true, srv_api_completions},
+    {SRV_ROUTE_CHAT, HTTP_POST, "/v1/chat/completions", true, true, srv_api_chat},
     {SRV_ROUTE_MODELS, HTTP_GET, "/v1/models", true, false, srv_api_models},
+    {SRV_ROUTE_PROPS, HTTP_GET, "/props", true, true, srv_api_props},
     {SRV_ROUTE_HEALTH, HTTP_GET, "/health", false, false, srv_api_health},
     {SRV_ROUTE_METRICS, HTTP_GET, "/metrics", false, false, srv_api_metrics},
 };
 
 static const char *const route_names[SRV_ROUTE__N] = {
     [SRV_ROUTE_COMPLETIONS] = "/v1/completions",
+    [SRV_ROUTE_CHAT] = "/v1/chat/completions",
     [SRV_ROUTE_MODELS] = "/v1/models",
+    [SRV_ROUTE_PROPS] = "/props",
     [SRV_ROUTE_HEALTH] = "/health",
     [SRV_ROUTE_METRICS] = "/metrics",
     [SRV_ROUTE_OTHER] = "other",

@@ -15,7 +15,9 @@
 
 enum srv_route_id {
     SRV_ROUTE_COMPLETIONS,
+    SRV_ROUTE_CHAT,
     SRV_ROUTE_MODELS,
+    SRV_ROUTE_PROPS,
     SRV_ROUTE_HEALTH,
     SRV_ROUTE_METRICS,
     SRV_ROUTE_OTHER, /* not a route: unknown paths, for the metrics label */

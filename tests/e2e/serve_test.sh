@@ -162,6 +162,62 @@ check "9 MiB body -> 413" [ "$code" = 413 ]
 code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$A/v1/completions" -H 'Expect:' --data-binary @"$WORK/huge")
 check "9 MiB body without Expect -> 413" [ "$code" = 413 ]
 
+# --- chat completions (this model has no template: the ChatML fallback) ---
+chat() {
+  local port=$1 body=$2; shift 2
+  code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$port/v1/chat/completions" \
+    -H 'Content-Type: application/json' -d "$body" "$@")
+}
+# ntok MODEL TEXT: how many tokens the model input TEXT is (BOS per the vocabulary, specials parsed)
+ntok() { "$BIN" tokenize -m "$1" --parse-special -- "$2" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+MSGS='[{"role":"system","content":"Be brief."},{"role":"user","content":"Tell me a story"}]'
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$A/v1/models")
+check "models: chat template named (chatml-fallback)" [ "$(j "$WORK/out" 'd["data"][0]["meta"]["chat_template"]')" = chatml-fallback ]
+check "log line for the ChatML fallback" grep -q 'no chat template.*ChatML' "$WORK/A.log"
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$A/props")
+check "/props: template source and origin" [ "$code" = 200 -a "$(j "$WORK/out" 'd["chat_template_origin"]+str("<|im_start|>" in d["chat_template"])')" = chatml-fallbackTrue ]
+chat "$A" "{\"model\":\"$NAME\",\"messages\":$MSGS,\"max_tokens\":10,\"seed\":5}"
+check "chat 200" [ "$code" = 200 ]
+check "chat shape" [ "$(j "$WORK/out" 'd["object"]=="chat.completion" and d["id"].startswith("chatcmpl-") and len(d["choices"])==1 and d["choices"][0]["message"]["role"]=="assistant" and isinstance(d["choices"][0]["message"]["content"],str) and d["choices"][0]["logprobs"] is None and d["choices"][0]["finish_reason"] in ("length","stop") and d["usage"]["completion_tokens"]<=10')" = True ]
+ctext=$(j "$WORK/out" 'd["choices"][0]["message"]["content"]')
+printf '%s' "$MSGS" >"$WORK/msgs.json"
+rendered=$("$BIN" template render -m "$MODEL" --messages "$WORK/msgs.json"; printf x); rendered=${rendered%x}
+check "chat prompt = the rendered template, tokenized (usage.prompt_tokens)" [ "$(j "$WORK/out" 'd["usage"]["prompt_tokens"]')" = "$(ntok "$MODEL" "$rendered")" ]
+chat "$A" "{\"model\":\"$NAME\",\"messages\":$MSGS,\"max_tokens\":10,\"seed\":5}"
+check "chat: same seed, same text" [ "$(j "$WORK/out" 'd["choices"][0]["message"]["content"]')" = "$ctext" ]
+curl -sN "localhost:$A/v1/chat/completions" -d "{\"model\":\"$NAME\",\"messages\":$MSGS,\"max_tokens\":10,\"seed\":5,\"stream\":true,\"stream_options\":{\"include_usage\":true}}" >"$WORK/csse"
+check "chat stream ends with data: [DONE]" [ "$(grep -v '^$' "$WORK/csse" | tail -n 1)" = "data: [DONE]" ]
+cstream=$(python3 -c '
+import json,sys
+ev=[json.loads(l[6:]) for l in open(sys.argv[1]) if l.startswith("data: {")]
+ok=all(e["object"]=="chat.completion.chunk" and e["id"]==ev[0]["id"] for e in ev)
+ch=[e for e in ev if e["choices"]]
+ok=ok and ch[0]["choices"][0]["delta"]=={"role":"assistant","content":""}
+ok=ok and all(c["choices"][0]["finish_reason"] is None and set(c["choices"][0]["delta"])=={"content"} for c in ch[1:-1])
+ok=ok and ch[-1]["choices"][0]["delta"]=={} and ch[-1]["choices"][0]["finish_reason"] in ("stop","length")
+ok=ok and ev[-1]["choices"]==[] and ev[-1]["usage"]["completion_tokens"]>0
+print("".join(c["choices"][0]["delta"].get("content","") for c in ch) if ok else "BAD-SHAPE")' "$WORK/csse")
+check "chat stream: role first, content pieces, finish, usage chunk" [ "$cstream" != BAD-SHAPE ]
+check "chat stream text equals non-stream text" [ "$cstream" = "$ctext" ]
+chat "$A" "{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi\"},{\"type\":\"text\",\"text\":\"there\"}]}],\"max_completion_tokens\":4,\"n\":2,\"seed\":3,\"logprobs\":true,\"top_logprobs\":2}"
+check "chat: text parts, n=2, logprobs in chat's shape" [ "$code" = 200 -a "$(j "$WORK/out" 'len(d["choices"])==2 and all(c["logprobs"]["content"] and all(set(t)=={"token","logprob","bytes","top_logprobs"} and len(t["top_logprobs"])==2 and isinstance(t["bytes"],list) for t in c["logprobs"]["content"]) for c in d["choices"]) and d["usage"]["completion_tokens"]<=8')" = True ]
+chat "$A" "{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"http://x/y.png\"}}]}]}"
+check "chat: image part -> 400 naming the type" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["param"]')" = "messages[0].content[0].type" ] && grep -q "image_url" "$WORK/out"
+chat "$A" "{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}"
+check "chat: response_format json_object -> 400 not supported yet" [ "$code" = 400 ] && grep -q 'not supported yet' "$WORK/out"
+chat "$A" "{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}"
+check "chat: tools -> 400" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["param"]')" = tools ]
+chat "$A" "{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"hot\"}"
+check "chat: shared validation (temperature) -> 400" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["param"]')" = temperature ]
+chat "$A" "{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":4096}"
+check "chat: prompt + max_tokens over context -> 400" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["code"]')" = context_length_exceeded ]
+chat "$A" '{"model":"gpt-4","messages":[{"role":"user","content":"x"}]}'
+check "chat: unknown model -> 404" [ "$code" = 404 ]
+chat "$A" '{"messages":'
+check "chat: bad JSON -> 400" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["code"]')" = invalid_json ]
+chat "$A" "{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"Still\"}],\"max_tokens\":2}"
+check "chat: server serves after the errors" [ "$code" = 200 ]
+
 # --- connection behaviour ---
 curl -sv "localhost:$A/health" "localhost:$A/health" -o /dev/null -o /dev/null 2>"$WORK/kv"
 check "keep-alive reuses the connection" grep -q 'Re-using existing connection' "$WORK/kv"
@@ -195,6 +251,7 @@ fi
 check "metrics: requests by endpoint and status" grep -q '^expertd_requests_total{endpoint="/v1/completions",status="200"} ' "$WORK/metrics"
 check "metrics: TTFT histogram" grep -q '^expertd_time_to_first_token_seconds_count [1-9]' "$WORK/metrics"
 check "metrics: engine and expert cache counters" grep -q '^expertd_expert_cache_acquires_total [1-9]' "$WORK/metrics"
+check "metrics: chat requests by endpoint" grep -q '^expertd_requests_total{endpoint="/v1/chat/completions",status="200"} ' "$WORK/metrics"
 
 # --- openai npm client ---
 if [ ! -d "$NODE_DIR/node_modules/openai" ]; then
@@ -208,6 +265,42 @@ if [ -d "$NODE_DIR/node_modules/openai" ]; then
 else
   bad "openai npm client" "npm install openai failed"
 fi
+
+echo "== chat templates =="
+# the fixture with Mixtral's own template in tokenizer.chat_template (prints bos_token itself)
+python3 tests/e2e/gguf_set_template.py "$MODEL" tests/fixtures/templates/mistralai-Mixtral-8x7B-Instruct-v0.1.jinja "$WORK/tpl.gguf"
+printf '{%% for m in messages %%}{{ m.content }{%% endfor %%}' >"$WORK/broken.jinja"
+python3 tests/e2e/gguf_set_template.py "$MODEL" "$WORK/broken.jinja" "$WORK/broken.gguf"
+start D -m "$WORK/tpl.gguf" --model-name tpl
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$D/v1/models")
+check "models: chat template from the GGUF" [ "$(j "$WORK/out" 'd["data"][0]["meta"]["chat_template"]')" = gguf ]
+UMSGS='[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello!"},{"role":"user","content":"Tell me more"}]'
+printf '%s' "$UMSGS" >"$WORK/umsgs.json"
+chat "$D" "{\"model\":\"tpl\",\"messages\":$UMSGS,\"max_tokens\":4}"
+rendered=$("$BIN" template render -m "$WORK/tpl.gguf" --messages "$WORK/umsgs.json"; printf x); rendered=${rendered%x}
+check "GGUF template renders with <s> from the vocabulary" [ "${rendered:0:9}" = "<s>[INST]" ]
+# llama.cpp's way: the template's leading BOS text is cut and the vocabulary adds BOS: one BOS
+check "GGUF template: prompt tokens = render with one BOS" [ "$code" = 200 -a "$(j "$WORK/out" 'd["usage"]["prompt_tokens"]')" = "$(ntok "$WORK/tpl.gguf" "${rendered#<s>}")" ]
+check "GGUF template: ... which is the render's own <s> as the BOS token" [ "$(ntok "$WORK/tpl.gguf" "${rendered#<s>}")" = "$("$BIN" tokenize -m "$WORK/tpl.gguf" --no-bos --parse-special -- "$rendered" | python3 -c 'import json,sys; a=json.load(sys.stdin); print(len(a) if a[0]==1 and a.count(1)==1 else -1)')" ]
+chat "$D" "{\"model\":\"tpl\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"}]}"
+check "template raise_exception -> 400 with its message" [ "$code" = 400 -a "$(j "$WORK/out" 'd["error"]["code"]')" = chat_template_error ] && grep -q 'alternate' "$WORK/out"
+start E -m "$MODEL" --chat-template tests/fixtures/templates/Qwen-Qwen2.5-7B-Instruct.jinja
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$E/v1/models")
+check "--chat-template FILE overrides (origin file)" [ "$(j "$WORK/out" 'd["data"][0]["meta"]["chat_template"]')" = file ]
+chat "$E" "{\"model\":\"$NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":3,\"stream\":true}"
+check "--chat-template: chat streams" [ "$code" = 200 ] && grep -q '^data: \[DONE\]' "$WORK/out"
+start F -m "$WORK/broken.gguf" --model-name broken
+chat "$F" '{"model":"broken","messages":[{"role":"user","content":"Hi"}]}'
+check "broken GGUF template: chat 500 naming it" [ "$code" = 500 -a "$(j "$WORK/out" 'd["error"]["code"]')" = chat_template_error ]
+check "broken GGUF template: logged at load" grep -q 'chat template cannot be used' "$WORK/F.log"
+code=$(curl -s -o "$WORK/out" -w '%{http_code}' "localhost:$F/v1/completions" -d '{"model":"broken","prompt":"x","max_tokens":2}')
+check "broken GGUF template: completions still serve" [ "$code" = 200 ]
+"$BIN" serve -m "$MODEL" --port 0 --chat-template "$WORK/broken.jinja" >"$WORK/G.log" 2>&1 &
+gpid=$!; PIDS+=("$gpid")
+wait_exit "$gpid" 30; gstatus=$?
+check "broken --chat-template FILE: exit 1 with the line" [ "$gstatus" = 1 ] && grep -q 'chat-template.*line 1' "$WORK/G.log"
+nz=0; for p in "$D_PID" "$E_PID" "$F_PID"; do kill -TERM "$p"; wait_exit "$p" 30 || nz=$((nz + 1)); done
+check "template servers drain, exit 0 (no leak under ASan)" [ "$nz" = 0 ]
 
 echo "== limits server =="
 start B -m "$MODEL" --parallel 1 --max-queue 1 --max-connections 4 --header-timeout 1 --idle-timeout 1.5 --api-key sekret

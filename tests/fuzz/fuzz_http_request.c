@@ -1,7 +1,7 @@
 /* fuzz_http_request.c - libFuzzer target for the request path of `expertd serve`: raw bytes ->
  * llhttp framing (server/http_parse.c) -> routing and the API-key check (server/router.c) ->
- * JSON decode and validation of /v1/completions (proto/) -> response encoding of what was
- * decoded. The same functions the server calls, without sockets.
+ * JSON decode and validation of /v1/completions and /v1/chat/completions (proto/) -> response
+ * encoding of what was decoded. The same functions the server calls, without sockets.
  *
  * The first input byte picks the read size (1..256 bytes per "read"), so every split of the
  * stream is explored, pipelined requests included; the second picks whether an API key is
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "http_parse.h"
+#include "proto_chat.h"
 #include "proto_completion.h"
 #include "router.h"
 
@@ -64,6 +65,33 @@ static void handle(const struct srv_http_req *req, const char *api_key) {
             proto_completion_encode(&m, &ch, 1, &u, &out);
             proto_completion_chunk(&m, &ch, cr.gen.include_usage, &out);
             proto_completion_req_free(&cr);
+        }
+    } else if (r->id == SRV_ROUTE_CHAT) {
+        struct proto_limits lim = proto_limits_default(2000, 4);
+        lim.max_tokens = lim.max_prompt_tokens = 4096;
+        struct proto_chat_req cr;
+        if (proto_chat_decode(req->body.data ? req->body.data : "", req->body.len, &lim, &cr,
+                              &e)) {
+            if (e.status != 400 && e.status != 503) __builtin_trap();
+            proto_error_encode(&e, &out);
+        } else {
+            /* every normalized message has a role the templates know and a string content */
+            size_t i;
+            json_t *msg;
+            json_array_foreach(cr.messages, i, msg) {
+                if (!json_is_string(json_object_get(msg, "content")) ||
+                    !json_is_string(json_object_get(msg, "role")))
+                    __builtin_trap();
+            }
+            const char *text = json_string_value(json_object_get(json_array_get(cr.messages, 0),
+                                                                 "content"));
+            struct proto_choice ch = {.index = 0, .text = text, .len = strlen(text),
+                                      .finish_reason = "stop"};
+            struct proto_meta m = {"chatcmpl-fuzz", 1, cr.gen.model};
+            struct proto_usage u = {1, 2};
+            proto_chat_encode(&m, &ch, 1, &u, &out);
+            proto_chat_chunk(&m, &ch, cr.gen.include_usage, &out);
+            proto_chat_req_free(&cr);
         }
     }
     proto_buf_free(&out);
