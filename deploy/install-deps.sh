@@ -3,7 +3,8 @@
 # every package is already installed. Needs root (or sudo).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev liburing-dev libcriterion-dev
-      node-llhttp clang python3 curl prometheus)
+      node-llhttp clang python3 curl prometheus
+      python3-yaml shellcheck docker-compose podman debootstrap fuse-overlayfs uidmap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
