@@ -7,12 +7,16 @@
  * wakeup may stand for many events). Signals arrive as uv_signal_t callbacks; there is no
  * global state.
  *
+ * The chat template loads with the model (load_chat_template), so a broken one is known, and
+ * logged, before the first request.
+ *
  * Server states:  LOADING --load done--> READY --SIGTERM/SIGINT--> DRAINING --all done--> STOPPED
  *                 LOADING --SIGTERM--> DRAINING (the load finishes first: it cannot be stopped)
  *                 LOADING --load failed--> DRAINING (exit code 1)
  * DRAINING: the listener is closed, idle connections are closed, requests still arriving on
  * open connections get 503 + Connection: close, in-flight work finishes; at drain_timeout the
- * remaining connections are closed (their requests cancelled). STOPPED once no connection and
+ * requests still running are cancelled and answered with an explicit 503 error (as the last SSE
+ * event of a stream), and 2 s later whatever is still open is closed. STOPPED once no connection and
  * no job is left: the engine is shut down and every handle closed, so uv_run returns.
  */
 #include "srv.h"
@@ -26,8 +30,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api_completions.h"
 #include "conn.h"
+#ifdef XD_HAVE_CUDA
+#include "xd_cuda.h"
+#endif
+#include "srv_job.h"
 #include "xd_error.h"
 
 void srv_config_default(struct srv_config *c) {
@@ -58,7 +65,7 @@ void srv_maybe_finish(struct srv *s) {
     s->state = SRV_STOPPED;
     if (s->engine) {
         xd_engine_shutdown(s->engine);
-        xd_engine_drain(s->engine, srv_api_completions_event, s); /* nothing is left: no job */
+        xd_engine_drain(s->engine, srv_job_event, s); /* nothing is left: no job */
     }
     uv_close((uv_handle_t *)&s->engine_async, on_close_noop);
     uv_close((uv_handle_t *)&s->sigterm, on_close_noop);
@@ -69,11 +76,28 @@ void srv_maybe_finish(struct srv *s) {
     if (!s->cfg.quiet || s->exit_code) fprintf(stderr, "expertd serve: stopped\n");
 }
 
+/* The drain deadline: every request still running is cancelled, and its client gets that as
+ * an explicit error (srv_job_cancel) rather than a closed socket; connections without a job are
+ * closed. Whatever is still open 2 s later (an engine step that would not end) is closed. */
 static void on_drain_timeout(uv_timer_t *t) {
     struct srv *s = t->data;
-    fprintf(stderr, "expertd serve: drain deadline reached, closing %d connection(s)\n",
-            s->n_conns);
-    for (struct srv_conn *c = s->conns; c; c = c->next) srv_conn_close(c);
+    if (!s->drain_deadline_passed) {
+        s->drain_deadline_passed = true;
+        fprintf(stderr, "expertd serve: drain deadline reached, cancelling %d request(s)\n",
+                s->n_jobs);
+        for (struct srv_conn *c = s->conns, *next; c; c = next) {
+            next = c->next;
+            if (c->job) srv_job_cancel(c->job);
+            else srv_conn_close(c);
+        }
+        uv_timer_start(&s->drain_timer, on_drain_timeout, 2000, 0);
+        return;
+    }
+    fprintf(stderr, "expertd serve: closing %d connection(s)\n", s->n_conns);
+    for (struct srv_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        srv_conn_close(c);
+    }
 }
 
 static void drain_begin(struct srv *s) {
@@ -102,20 +126,77 @@ static void on_engine_notify(void *arg) {
 
 static void on_engine_async(uv_async_t *a) {
     struct srv *s = a->data;
-    if (s->engine) xd_engine_drain(s->engine, srv_api_completions_event, s);
+    if (s->engine) xd_engine_drain(s->engine, srv_job_event, s);
 }
 
 /* ---- loading the model off the loop --------------------------------------------------------- */
+
+/* The text of token id as a template's bos_token / eos_token: "" when there is none. */
+static char *token_text(const struct xd_tokenizer *tok, int32_t id) {
+    size_t len = 0;
+    const char *p = id >= 0 ? xd_tokenizer_piece(tok, id, XD_DETOK_SPECIAL, &len) : NULL;
+    char *t = malloc(len + 1);
+    if (t && len) memcpy(t, p, len);
+    if (t) t[len] = 0;
+    return t;
+}
+
+/* The chat template: --chat-template FILE (a failure fails the load: the operator asked for
+ * it), else the model's own (a failure leaves chat_tpl NULL: the chat endpoint answers 500 with
+ * the reason and the rest serves), else ChatML. Runs in the thread pool with the model load. */
+static int load_chat_template(struct srv *s) {
+    const struct xd_tokenizer *tok = s->model->tok;
+    s->bos_text = token_text(tok, xd_tokenizer_bos(tok));
+    s->eos_text = token_text(tok, xd_tokenizer_eos(tok));
+    if (!s->bos_text || !s->eos_text) return XD_E_NOMEM;
+    char err[480];
+    int rc = xd_chat_template_load_model(&s->model->gguf, s->cfg.chat_template_path, NULL,
+                                         &s->chat_tpl, err, sizeof err);
+    if (rc && s->cfg.chat_template_path) {
+        snprintf(s->load_err, sizeof s->load_err, "--chat-template %.200s: %.280s",
+                 s->cfg.chat_template_path, err);
+        return rc;
+    }
+    if (rc) snprintf(s->chat_tpl_err, sizeof s->chat_tpl_err, "%s", err);
+    return 0;
+}
 
 static void load_work(uv_work_t *w) {
     struct srv *s = w->data;
     uint64_t t0 = uv_hrtime();
     int rc = xd_model_load(s->cfg.model_path, &s->model, s->load_err, sizeof s->load_err);
+    if (!rc) rc = load_chat_template(s);
+    const bool cuda = s->cfg.backend && !strcmp(s->cfg.backend, "cuda");
+    if (!rc && s->model->moe && cuda) {
+        /* experts in VRAM: all of them when they fit beside the rest, else VRAM slots */
+#ifdef XD_HAVE_CUDA
+        struct xd_xc_config xc = s->cfg.xc;
+        xc.model_path = s->cfg.model_path;
+        const int64_t train = s->model->hp.n_ctx_train;
+        const int32_t n_ctx = s->cfg.n_ctx ? s->cfg.n_ctx : (int32_t)(train < 4096 ? train : 4096);
+        rc = xd_cuda_open_xc(s->model, &xc, s->cfg.gpu_memory, n_ctx,
+                             s->cfg.n_parallel > 0 ? s->cfg.n_parallel : 4,
+                             s->cfg.step_tokens > 0 ? s->cfg.step_tokens : 512, &s->xcb, &s->xc,
+                             s->load_err, sizeof s->load_err);
+#else
+        rc = XD_E_UNSUPPORTED;
+        snprintf(s->load_err, sizeof s->load_err,
+                 "backend cuda: this build has no CUDA (configure with -DEXPERTD_CUDA=ON)");
+#endif
+    } else if (!rc && s->model->moe && (s->cfg.xc.budget || s->cfg.xc.trace_path)) {
+        struct xd_xc_config xc = s->cfg.xc;
+        xc.model_path = s->cfg.model_path;
+        rc = xd_xc_open(s->model, &xc, &s->xc, s->load_err, sizeof s->load_err);
+    }
     if (!rc) {
         struct xd_engine_params ep = {
+            .backend = s->cfg.backend,
+            .n_threads = s->cfg.n_threads,
+            .xc = s->xc,
             .n_parallel = s->cfg.n_parallel,
             .n_ctx = s->cfg.n_ctx,
             .step_tokens = s->cfg.step_tokens,
+            .kv_bytes = s->cfg.kv_bytes,
             /* a backstop: the server answers 429 before this is reached */
             .max_waiting = s->cfg.max_queue + (s->cfg.n_parallel > 0 ? s->cfg.n_parallel : 4),
             .notify = on_engine_notify,
@@ -143,8 +224,23 @@ static void load_done(uv_work_t *w, int status) {
     s->limits.max_prompt_tokens = es.n_ctx;
     s->limits.max_tokens = es.n_ctx;
     fprintf(stderr,
-            "expertd serve: model '%s' loaded in %.2f s (%d slots x %d positions); ready\n",
-            s->cfg.model_name, s->metrics.load_seconds, es.n_parallel, es.n_ctx);
+            "expertd serve: model '%s' loaded in %.2f s (%d slots x %d positions, KV cache "
+            "%d blocks of %d positions, %.1f MiB); ready\n",
+            s->cfg.model_name, s->metrics.load_seconds, es.n_parallel, es.n_ctx,
+            es.kv_blocks_total, es.kv_block_size, (double)es.kv_bytes / (1 << 20));
+    if (!s->chat_tpl)
+        fprintf(stderr,
+                "expertd serve: the model's chat template cannot be used: %s; "
+                "/v1/chat/completions will answer 500 (--chat-template FILE overrides it)\n",
+                s->chat_tpl_err);
+    else if (xd_chat_template_origin(s->chat_tpl) == XD_CHAT_TEMPLATE_FALLBACK)
+        fprintf(stderr, "expertd serve: the model has no chat template (tokenizer.chat_template); "
+                        "chat uses the ChatML fallback\n");
+    else
+        fprintf(stderr, "expertd serve: chat template from %s\n",
+                xd_chat_template_origin(s->chat_tpl) == XD_CHAT_TEMPLATE_FILE
+                    ? s->cfg.chat_template_path
+                    : "the model (tokenizer.chat_template)");
     if (s->state == SRV_LOADING) s->state = SRV_READY;
     srv_maybe_finish(s);
 }
@@ -226,6 +322,13 @@ int srv_run(const struct srv_config *cfg) {
     uv_run(&loop, UV_RUN_DEFAULT);
     int code = s->exit_code;
     xd_engine_destroy(s->engine);
+    xd_chat_template_free(s->chat_tpl);
+    free(s->bos_text);
+    free(s->eos_text);
+    xd_xc_destroy(s->xc);
+#ifdef XD_HAVE_CUDA
+    xd_cuda_xcb_destroy(s->xcb); /* after the cache whose slots it holds */
+#endif
     xd_model_free(s->model);
     if (uv_loop_close(&loop)) {
         fprintf(stderr, "expertd serve: handles left open at exit\n");

@@ -8,7 +8,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "chat_template.h"
 #include "engine.h"
+#include "expert_cache.h"
 #include "http_parse.h"
 #include "model.h"
 #include "proto_gen.h"
@@ -17,6 +19,7 @@
 struct srv_config {
     const char *model_path;
     const char *model_name;    /* the id clients send as "model" (default: file name sans .gguf) */
+    const char *chat_template_path; /* --chat-template FILE: overrides the model's template */
     const char *host;          /* default 127.0.0.1 */
     int port;                  /* default 8080; 0 picks a free port */
     const char *port_file;     /* write the bound port here once listening */
@@ -24,6 +27,7 @@ struct srv_config {
     int32_t n_parallel;        /* engine sequence slots (default 4) */
     int32_t n_ctx;             /* positions per slot (default min(model, 4096)) */
     int32_t step_tokens;       /* engine token budget per step (default 512) */
+    uint64_t kv_bytes;         /* paged KV cache pool (--kv-cache); 0 = n_parallel x n_ctx */
     int32_t max_queue;         /* requests waiting for slots before 429 (default 64) */
     int32_t max_connections;   /* open connections before new ones get 503 (default 256) */
     struct srv_http_limits http;
@@ -33,6 +37,10 @@ struct srv_config {
     uint64_t drain_timeout_ms;  /* SIGTERM: in-flight work gets this long (30 s) */
     uint64_t stall_bytes;       /* unsent response bytes before a reader counts as gone (4 MiB) */
     bool quiet;                 /* no per-request log lines */
+    const char *backend;        /* compute backend (forward.h); NULL = "cpu" */
+    int32_t n_threads;          /* kernel threads; 0 = one per online CPU */
+    struct xd_xc_config xc;     /* --expert-* options; budget 0 = every expert resident */
+    uint64_t gpu_memory;        /* --gpu-memory: VRAM cap for backend cuda; 0 = what is free */
 };
 
 /* Fills c with the defaults above. Cannot fail. */
@@ -41,6 +49,7 @@ void srv_config_default(struct srv_config *c);
 enum srv_state { SRV_LOADING, SRV_READY, SRV_DRAINING, SRV_STOPPED };
 
 struct srv_conn;
+struct xd_cuda_xcb;
 
 struct srv {
     uv_loop_t *loop;
@@ -56,6 +65,14 @@ struct srv {
     char load_err[512];
     struct xd_model *model;
     struct xd_engine *engine;
+    /* the chat template (chat_template.h), NULL when the model's own failed to load: then
+     * /v1/chat/completions answers 500 with chat_tpl_err and everything else serves */
+    struct xd_chat_template *chat_tpl;
+    char chat_tpl_err[512];
+    char *bos_text, *eos_text; /* the vocabulary's BOS / EOS token texts ("" when none) */
+    struct xd_cuda_xcb *xcb;      /* backend cuda: the VRAM slots of xc (NULL otherwise) */
+    struct xd_xc *xc;             /* the offloaded expert cache (NULL: resident, owned by the
+                                     engine's context) */
     struct proto_limits limits;
     struct srv_conn *conns;       /* every open connection (doubly linked) */
     int32_t n_conns;
@@ -64,6 +81,7 @@ struct srv {
     struct srv_metrics metrics;
     int exit_code;
     bool handles_closing;
+    bool drain_deadline_passed;   /* jobs were cancelled; the next expiry closes everything */
 };
 
 /* Runs the server until it drains (exit code 0) or fails to start (1). */
