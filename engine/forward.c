@@ -21,10 +21,14 @@
 
 #include "quant.h"
 #include "xd_error.h"
+#ifdef XD_HAVE_CUDA
+#include "xd_cuda.h"
+#endif
 
 struct xd_ctx {
     const struct xd_model *m;
     const struct xd_ops *ops;
+    struct xd_backend *be; /* owned: threads, kernels and scratch of the ops */
     struct xd_kv *kv;
     struct xd_xc *xc;
     bool own_xc;
@@ -37,7 +41,6 @@ struct xd_ctx {
     float *q;        /* [n x n_head*head_dim] */
     float *k, *v;    /* [n x n_head_kv*head_dim] */
     float *att;      /* [n x n_head*head_dim] */
-    float *scores;   /* [n_ctx] */
     float *router;   /* [n x n_expert] */
     int32_t *sel;    /* [n x k] selected experts */
     float *selw;     /* [n x k] their weights */
@@ -47,6 +50,16 @@ struct xd_ctx {
     float *xg;       /* [n x d_model] gathered expert inputs */
     float *hg, *hu;  /* [n x ff] gate and up projections */
     float *yo;       /* [n x d_model] expert outputs */
+    /* expert cache traffic */
+    struct xd_xc_set *set; /* the layer's experts, acquired together (ready ones first) */
+    int32_t *need;   /* [n_expert] experts this batch routes to, for the set */
+    int32_t *spec_sel; /* [n x k] next layer's guessed experts (speculative routing) */
+    float *spec_w;   /* [n x k] their weights (unused) */
+    int32_t *votes;  /* [n_expert] tokens guessing each expert */
+    int32_t *hint;   /* [n_expert] experts to prefetch, most voted first */
+    /* backend "cuda": the device-resident forward pass this context delegates to */
+    struct xd_cuda_ctx *cuda;
+    bool *want;      /* [n] logits flags of a chunk */
 };
 
 __attribute__((format(printf, 4, 5))) static int errf(char *err, size_t errlen, int code,
@@ -73,17 +86,21 @@ int xd_ctx_create(const struct xd_model *m, const struct xd_ctx_params *p, struc
     if (d.n_ctx <= 0) d.n_ctx = hp->n_ctx_train < 4096 ? (int32_t)hp->n_ctx_train : 4096;
     if (d.n_seq <= 0) d.n_seq = 1;
     if (d.n_batch <= 0) d.n_batch = 512;
-    if (!d.ops) d.ops = xd_ops_cpu_ref();
+    if (d.ops == xd_ops_cpu_ref() && !d.backend) d.backend = "cpu-ref";
     struct xd_ctx *c = calloc(1, sizeof *c);
     if (!c) return errf(err, errlen, XD_E_NOMEM, "out of memory");
     c->m = m;
-    c->ops = d.ops;
     c->n_batch = d.n_batch;
-    int rc = xd_kv_create(hp->n_layer, d.n_seq, d.n_ctx, hp->n_head_kv * hp->head_dim, &c->kv);
+    int rc = xd_kv_create_paged(hp->n_layer, d.n_seq, d.n_ctx, hp->n_head_kv * hp->head_dim,
+                                d.kv_bytes, &c->kv);
     if (rc) {
         free(c);
-        return errf(err, errlen, rc, "cannot allocate the KV cache (%d sequences x %d positions)",
-                    d.n_seq, d.n_ctx);
+        return errf(err, errlen, rc,
+                    "cannot allocate the KV cache (%d sequences x %d positions, budget %llu bytes; "
+                    "one block of %d positions needs %llu)",
+                    d.n_seq, d.n_ctx, (unsigned long long)d.kv_bytes, XD_KV_BLOCK,
+                    (unsigned long long)(4ull * XD_KV_BLOCK * (uint64_t)hp->n_layer *
+                                         (uint64_t)(hp->n_head_kv * hp->head_dim)));
     }
     if (m->moe) {
         c->xc = d.xc;
@@ -107,7 +124,6 @@ int xd_ctx_create(const struct xd_model *m, const struct xd_ctx_params *p, struc
     c->k = scratch(n * kvd, sizeof(float), &ok);
     c->v = scratch(n * kvd, sizeof(float), &ok);
     c->att = scratch(n * qd, sizeof(float), &ok);
-    c->scores = scratch((size_t)d.n_ctx, sizeof(float), &ok);
     c->router = scratch(n * (size_t)(hp->n_expert ? hp->n_expert : 1), sizeof(float), &ok);
     c->sel = scratch(n * k, sizeof(int32_t), &ok);
     c->selw = scratch(n * k, sizeof(float), &ok);
@@ -118,20 +134,67 @@ int xd_ctx_create(const struct xd_model *m, const struct xd_ctx_params *p, struc
     c->hg = scratch(n * ff, sizeof(float), &ok);
     c->hu = scratch(n * ff, sizeof(float), &ok);
     c->yo = scratch(n * dm, sizeof(float), &ok);
+    c->need = scratch((size_t)hp->n_expert + 1, sizeof(int32_t), &ok);
+    c->spec_sel = scratch(n * k, sizeof(int32_t), &ok);
+    c->spec_w = scratch(n * k, sizeof(float), &ok);
+    c->votes = scratch((size_t)hp->n_expert + 1, sizeof(int32_t), &ok);
+    c->hint = scratch((size_t)hp->n_expert + 1, sizeof(int32_t), &ok);
+    if (ok && c->xc && xd_xc_set_create(c->xc, &c->set)) ok = false;
     if (!ok) {
         xd_ctx_destroy(c);
         return errf(err, errlen, XD_E_NOMEM, "out of memory for activations of %d tokens",
                     d.n_batch);
     }
+    /* the backend: its scratch is sized by the longest matmul input and the context */
+    int64_t max_row = hp->d_model > (int64_t)ff ? hp->d_model : (int64_t)ff;
+    max_row = max_row > (int64_t)qd ? max_row : (int64_t)qd;
+    const bool cuda = d.backend && !strcmp(d.backend, "cuda");
+    /* backend "cuda" keeps a one-thread CPU backend so xd_ctx_backend() never returns NULL */
+    struct xd_backend_params bp = {.name = cuda ? "cpu" : d.backend,
+                                   .n_threads = cuda ? 1 : d.n_threads,
+                                   .max_tokens = d.n_batch, .max_row = max_row,
+                                   .max_pos = d.n_ctx};
+    if ((rc = xd_backend_create(&bp, &c->be, err, errlen))) {
+        xd_ctx_destroy(c);
+        return rc;
+    }
+    if (cuda) {
+#ifdef XD_HAVE_CUDA
+        struct xd_cuda_ctx_params cp = {.n_ctx = d.n_ctx, .n_seq = d.n_seq, .n_batch = d.n_batch,
+                                        .xc = c->xc};
+        c->want = scratch((size_t)d.n_batch, sizeof(bool), &ok);
+        if (!ok) rc = errf(err, errlen, XD_E_NOMEM, "out of memory");
+        else rc = xd_cuda_ctx_create(m, &cp, &c->cuda, err, errlen);
+#else
+        rc = errf(err, errlen, XD_E_UNSUPPORTED, "backend cuda: this build has no CUDA "
+                  "(configure with -DEXPERTD_CUDA=ON)");
+#endif
+        if (rc) {
+            xd_ctx_destroy(c);
+            return rc;
+        }
+    }
+    c->ops = xd_backend_ops(c->be);
     *out = c;
     return 0;
 }
 
 void xd_ctx_destroy(struct xd_ctx *c) {
     if (!c) return;
+#ifdef XD_HAVE_CUDA
+    xd_cuda_ctx_destroy(c->cuda);
+#endif
+    free(c->want);
     xd_kv_destroy(c->kv);
+    xd_backend_destroy(c->be);
+    xd_xc_set_destroy(c->set);
     if (c->own_xc) xd_xc_destroy(c->xc);
-    float *bufs[] = {c->x,   c->xb,       c->xb2, c->q,  c->k,  c->v,  c->att, c->scores,
+    free(c->need);
+    free(c->spec_sel);
+    free(c->spec_w);
+    free(c->votes);
+    free(c->hint);
+    float *bufs[] = {c->x,   c->xb,       c->xb2, c->q,  c->k,  c->v,  c->att,
                      c->router, c->selw, c->slot_out, c->xg, c->hg, c->hu, c->yo};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->sel);
@@ -141,8 +204,20 @@ void xd_ctx_destroy(struct xd_ctx *c) {
 }
 
 struct xd_kv *xd_ctx_kv(struct xd_ctx *c) { return c->kv; }
+
+bool xd_ctx_kv_on_host(const struct xd_ctx *c) {
+#ifdef XD_HAVE_CUDA
+    if (c->cuda) return false;
+#endif
+    (void)c;
+    return true;
+}
 struct xd_xc *xd_ctx_xc(struct xd_ctx *c) { return c->xc; }
 const struct xd_stats *xd_ctx_stats(const struct xd_ctx *c) { return &c->stats; }
+struct xd_backend *xd_ctx_backend(struct xd_ctx *c) { return c->be; }
+const char *xd_ctx_backend_name(const struct xd_ctx *c) {
+    return c->cuda ? "cuda" : xd_backend_name(c->be);
+}
 
 /* probs (n,) = softmax(logits), max-subtracted, denominator in double (as ggml) */
 static void softmax(float *probs, const float *logits, int64_t n) {
@@ -156,7 +231,7 @@ static void softmax(float *probs, const float *logits, int64_t n) {
 
 /* Router of one token: softmax over all experts -> top-k (ties: lower id) -> weights
  * renormalized over the k (sum clamped below at 2^-14 as llama.cpp) and scaled. */
-static void route(const struct xd_hparams *hp, float *probs, int32_t *sel, float *w) {
+void xd__moe_route(const struct xd_hparams *hp, float *probs, int32_t *sel, float *w) {
     const int64_t n = hp->n_expert, k = hp->n_expert_used;
     softmax(probs, probs, n);
     for (int64_t j = 0; j < k; j++) {
@@ -179,6 +254,35 @@ static void route(const struct xd_hparams *hp, float *probs, int32_t *sel, float
     }
 }
 
+/* Speculative routing (Mixtral-offloading's trick): apply a later layer's norm and router to
+ * the residual stream as it stands in layer l, and prefetch the experts most tokens would
+ * pick, so their reads overlap the compute in between. A hint only: a wrong guess costs I/O,
+ * never a bit of the result. Capped at top-k experts (by votes) so a long prefill does not
+ * flush the cache. */
+static void prefetch_layer(struct xd_ctx *c, int64_t target, int32_t n) {
+    const struct xd_hparams *hp = &c->m->hp;
+    const struct xd_layer *N = &c->m->layers[target];
+    const int64_t d = hp->d_model, k = hp->n_expert_used, ne = hp->n_expert;
+    for (int32_t t = 0; t < n; t++)
+        c->ops->rmsnorm(c->be, c->xg + t * d, c->x + t * d, N->ffn_norm.data, d, hp->rms_eps);
+    c->ops->matmul(c->be, &N->gate_inp, c->xg, d, c->router, ne, n); /* [n x ne] guess logits */
+    memset(c->votes, 0, (size_t)ne * sizeof *c->votes);
+    for (int32_t t = 0; t < n; t++) {
+        xd__moe_route(hp, c->router + t * ne, c->spec_sel + t * k, c->spec_w + t * k);
+        for (int64_t j = 0; j < k; j++) c->votes[c->spec_sel[t * k + j]]++;
+    }
+    int32_t n_hint = 0;
+    for (; n_hint < k; n_hint++) { /* the k most voted, ties to the lower id */
+        int32_t best = -1;
+        for (int32_t e = 0; e < ne; e++)
+            if (c->votes[e] > 0 && (best < 0 || c->votes[e] > c->votes[best])) best = e;
+        if (best < 0) break;
+        c->hint[n_hint] = best;
+        c->votes[best] = 0;
+    }
+    xd_xc_prefetch(c->xc, target, c->hint, n_hint);
+}
+
 /* MoE FFN: xb [n x d] -> out [n x d] */
 static int moe_ffn(struct xd_ctx *c, int64_t l, int32_t n, float *out) {
     const struct xd_model *m = c->m;
@@ -188,8 +292,8 @@ static int moe_ffn(struct xd_ctx *c, int64_t l, int32_t n, float *out) {
     const int64_t d = hp->d_model, k = hp->n_expert_used, ne = hp->n_expert, ff = hp->n_ff_exp;
 
     /* router logits [n x n_expert] = W_gate_inp @ xb, then per-token top-k */
-    ops->matmul(&L->gate_inp, c->xb, d, c->router, ne, n);
-    for (int32_t t = 0; t < n; t++) route(hp, c->router + t * ne, c->sel + t * k, c->selw + t * k);
+    ops->matmul(c->be, &L->gate_inp, c->xb, d, c->router, ne, n);
+    for (int32_t t = 0; t < n; t++) xd__moe_route(hp, c->router + t * ne, c->sel + t * k, c->selw + t * k);
 
     /* group (token, slot) pairs by expert: counting sort, stable in token order */
     memset(c->count, 0, (size_t)(ne + 2) * sizeof *c->count);
@@ -198,24 +302,33 @@ static int moe_ffn(struct xd_ctx *c, int64_t l, int32_t n, float *out) {
     for (int64_t i = 0; i < n * k; i++) c->order[c->count[c->sel[i] + 1]++] = (int32_t)i;
     /* now experts e's pairs are order[count[e] .. count[e+1]) */
 
-    for (int64_t e = 0; e < ne; e++) {
+    /* acquire the layer's experts as one set: misses start reading now, resident experts are
+     * handed out first and the rest as their reads land (the order cannot change the sums) */
+    int32_t n_need = 0;
+    for (int32_t e = 0; e < ne; e++)
+        if (c->count[e + 1] > c->count[e]) c->need[n_need++] = e;
+    int rc = xd_xc_set_begin(c->set, l, c->need, n_need);
+    if (rc) return rc;
+    for (int64_t t = l + 1; t <= l + xd_xc_prefetch_layers(c->xc) && t < hp->n_layer; t++)
+        prefetch_layer(c, t, n);
+    int32_t e;
+    struct xd_expert_view ev;
+    while ((rc = xd_xc_set_next(c->set, &e, &ev)) > 0) {
         const int32_t lo = c->count[e], hi = c->count[e + 1], mt = hi - lo;
-        if (mt == 0) continue;
-        struct xd_expert_view ev;
-        int rc = xd_xc_acquire(c->xc, l, e, &ev);
-        if (rc) return rc;
         for (int32_t i = 0; i < mt; i++)
             memcpy(c->xg + i * d, c->xb + (c->order[lo + i] / k) * d, (size_t)d * sizeof(float));
-        ops->matmul(&ev.gate, c->xg, d, c->hg, ff, mt); /* hg [mt x ff] = W_gate @ xg */
-        ops->matmul(&ev.up, c->xg, d, c->hu, ff, mt);   /* hu [mt x ff] = W_up @ xg */
-        for (int32_t i = 0; i < mt; i++) ops->swiglu(c->hg + i * ff, c->hg + i * ff, c->hu + i * ff, ff);
-        ops->matmul(&ev.down, c->hg, ff, c->yo, d, mt); /* yo [mt x d] = W_down @ h */
+        ops->matmul(c->be, &ev.gate, c->xg, d, c->hg, ff, mt); /* hg [mt x ff] = W_gate @ xg */
+        ops->matmul(c->be, &ev.up, c->xg, d, c->hu, ff, mt);   /* hu [mt x ff] = W_up @ xg */
+        for (int32_t i = 0; i < mt; i++) ops->swiglu(c->be, c->hg + i * ff, c->hg + i * ff, c->hu + i * ff, ff);
+        ops->matmul(c->be, &ev.down, c->hg, ff, c->yo, d, mt); /* yo [mt x d] = W_down @ h */
         xd_xc_release(c->xc, l, e);
         for (int32_t i = 0; i < mt; i++)
             memcpy(c->slot_out + (size_t)c->order[lo + i] * d, c->yo + i * d, (size_t)d * sizeof(float));
         c->stats.expert_tokens += (uint64_t)mt;
         c->stats.experts_touched++;
     }
+    xd_stats_hist_add(c->stats.experts_per_layer, (uint64_t)n_need);
+    if (rc < 0) return rc; /* a read failed after its retry; the set has dropped its pins */
     /* out[t] = sum_j w[t,j] * slot_out[t,j], in slot order */
     for (int32_t t = 0; t < n; t++) {
         float *o = out + t * d;
@@ -233,10 +346,10 @@ static void dense_ffn(struct xd_ctx *c, int64_t l, int32_t n, float *out) {
     const struct xd_hparams *hp = &c->m->hp;
     const struct xd_layer *L = &c->m->layers[l];
     const int64_t d = hp->d_model, ff = hp->n_ff;
-    c->ops->matmul(&L->ffn_gate, c->xb, d, c->hg, ff, n);
-    c->ops->matmul(&L->ffn_up, c->xb, d, c->hu, ff, n);
-    for (int32_t t = 0; t < n; t++) c->ops->swiglu(c->hg + t * ff, c->hg + t * ff, c->hu + t * ff, ff);
-    c->ops->matmul(&L->ffn_down, c->hg, ff, out, d, n);
+    c->ops->matmul(c->be, &L->ffn_gate, c->xb, d, c->hg, ff, n);
+    c->ops->matmul(c->be, &L->ffn_up, c->xb, d, c->hu, ff, n);
+    for (int32_t t = 0; t < n; t++) c->ops->swiglu(c->be, c->hg + t * ff, c->hg + t * ff, c->hu + t * ff, ff);
+    c->ops->matmul(c->be, &L->ffn_down, c->hg, ff, out, d, n);
 }
 
 /* One chunk of at most n_batch tokens. */
@@ -251,37 +364,49 @@ static int forward_chunk(struct xd_ctx *c, const struct xd_batch *b, int32_t off
     const int32_t *tok = b->token + off, *pos = b->pos + off, *seq = b->seq + off;
     int rc;
 
-    for (int32_t t = 0; t < n; t++) ops->get_row(c->x + t * d, &m->tok_embd, tok[t]);
+#ifdef XD_HAVE_CUDA
+    if (c->cuda) { /* the whole chunk on the device; the host KV keeps only the lengths */
+        for (int32_t t = 0; t < n; t++)
+            c->want[t] = b->logits ? b->logits[off + t] : off + t == b->n_tokens - 1;
+        if ((rc = xd_cuda_forward(c->cuda, n, tok, pos, seq, c->want, logits, n_out, &c->stats)))
+            return rc;
+        for (int32_t t = 0; t < n; t++)
+            if ((rc = xd_kv_mark(c->kv, seq[t], pos[t]))) return rc;
+        c->stats.tokens += (uint64_t)n;
+        return 0;
+    }
+#endif
+
+    for (int32_t t = 0; t < n; t++) ops->get_row(c->be, c->x + t * d, &m->tok_embd, tok[t]);
 
     for (int64_t l = 0; l < hp->n_layer; l++) {
         const struct xd_layer *L = &m->layers[l];
         /* attention block: xb = rmsnorm(x) ; q,k,v = W xb ; rope ; attend ; x += Wo att */
         for (int32_t t = 0; t < n; t++)
-            ops->rmsnorm(c->xb + t * d, c->x + t * d, L->attn_norm.data, d, hp->rms_eps);
-        ops->matmul(&L->wq, c->xb, d, c->q, qd, n);
-        ops->matmul(&L->wk, c->xb, d, c->k, kvd, n);
-        ops->matmul(&L->wv, c->xb, d, c->v, kvd, n);
+            ops->rmsnorm(c->be, c->xb + t * d, c->x + t * d, L->attn_norm.data, d, hp->rms_eps);
+        ops->matmul(c->be, &L->wq, c->xb, d, c->q, qd, n);
+        ops->matmul(c->be, &L->wk, c->xb, d, c->k, kvd, n);
+        ops->matmul(c->be, &L->wv, c->xb, d, c->v, kvd, n);
         for (int32_t t = 0; t < n; t++) {
             float *q = c->q + t * qd, *k = c->k + t * kvd;
             if (m->qk_norm) {
                 for (int64_t h = 0; h < hp->n_head; h++)
-                    ops->rmsnorm(q + h * hd, q + h * hd, L->q_norm.data, hd, hp->rms_eps);
+                    ops->rmsnorm(c->be, q + h * hd, q + h * hd, L->q_norm.data, hd, hp->rms_eps);
                 for (int64_t h = 0; h < hp->n_head_kv; h++)
-                    ops->rmsnorm(k + h * hd, k + h * hd, L->k_norm.data, hd, hp->rms_eps);
+                    ops->rmsnorm(c->be, k + h * hd, k + h * hd, L->k_norm.data, hd, hp->rms_eps);
             }
-            ops->rope(q, hp->n_head, hd, hp->n_rot, pos[t], hp->rope_base, m->rope);
-            ops->rope(k, hp->n_head_kv, hd, hp->n_rot, pos[t], hp->rope_base, m->rope);
+            ops->rope(c->be, q, hp->n_head, hd, hp->n_rot, pos[t], hp->rope_base, m->rope);
+            ops->rope(c->be, k, hp->n_head_kv, hd, hp->n_rot, pos[t], hp->rope_base, m->rope);
             if ((rc = xd_kv_store(c->kv, l, seq[t], pos[t], k, c->v + t * kvd))) return rc;
         }
-        for (int32_t t = 0; t < n; t++)
-            ops->attention(c->att + t * qd, c->q + t * qd, c->kv, l, seq[t], pos[t] + 1,
-                           hp->n_head, hp->n_head_kv, hd, scale, c->scores);
-        ops->matmul(&L->wo, c->att, qd, c->xb2, d, n);
+        ops->attention(c->be, c->att, c->q, qd, c->kv, l, seq, pos, n, hp->n_head, hp->n_head_kv, hd,
+                       scale);
+        ops->matmul(c->be, &L->wo, c->att, qd, c->xb2, d, n);
         for (int64_t i = 0; i < n * d; i++) c->x[i] += c->xb2[i];
 
         /* feed-forward block: xb = rmsnorm(x) ; x += ffn(xb) */
         for (int32_t t = 0; t < n; t++)
-            ops->rmsnorm(c->xb + t * d, c->x + t * d, L->ffn_norm.data, d, hp->rms_eps);
+            ops->rmsnorm(c->be, c->xb + t * d, c->x + t * d, L->ffn_norm.data, d, hp->rms_eps);
         if (m->moe) {
             if ((rc = moe_ffn(c, l, n, c->xb2))) return rc;
         } else {
@@ -294,8 +419,8 @@ static int forward_chunk(struct xd_ctx *c, const struct xd_batch *b, int32_t off
     for (int32_t t = 0; t < n; t++) {
         bool want = b->logits ? b->logits[off + t] : off + t == b->n_tokens - 1;
         if (!want) continue;
-        ops->rmsnorm(c->xb, c->x + t * d, m->output_norm.data, d, hp->rms_eps);
-        ops->matmul(&m->output, c->xb, d, logits + *n_out * hp->n_vocab, hp->n_vocab, 1);
+        ops->rmsnorm(c->be, c->xb, c->x + t * d, m->output_norm.data, d, hp->rms_eps);
+        ops->matmul(c->be, &m->output, c->xb, d, logits + *n_out * hp->n_vocab, hp->n_vocab, 1);
         (*n_out)++;
     }
     c->stats.tokens += (uint64_t)n;

@@ -28,8 +28,13 @@ struct xd_ctx_params {
     int32_t n_ctx;            /* positions per sequence (default: min(model's, 4096)) */
     int32_t n_seq;            /* sequences (default 1) */
     int32_t n_batch;          /* tokens per internal step (default 512) */
-    const struct xd_ops *ops; /* default: xd_ops_cpu_ref() */
+    const char *backend;      /* CPU backend (ops.h: XD_BACKEND_NAMES); NULL = "cpu", the
+                                 fastest kernels this CPU runs; "cuda": the device-resident
+                                 forward pass (engine/cuda, builds with XD_HAVE_CUDA) */
+    int32_t n_threads;        /* kernel threads, caller included; 0 = one per online CPU */
+    const struct xd_ops *ops; /* xd_ops_cpu_ref() = backend "cpu-ref"; other values ignored */
     struct xd_xc *xc;         /* expert cache, borrowed; NULL: an everything-resident one */
+    uint64_t kv_bytes;        /* KV cache pool (kv_cache.h); 0 = n_seq x n_ctx positions */
 };
 
 struct xd_ctx;
@@ -47,7 +52,20 @@ void xd_ctx_destroy(struct xd_ctx *c);
 int xd_forward(struct xd_ctx *c, const struct xd_batch *b, float *logits);
 
 struct xd_kv *xd_ctx_kv(struct xd_ctx *c);
+/* True when the K/V rows live in xd_ctx_kv's blocks (the CPU backends), so that sequences can
+ * share them (xd_kv_seq_share); false when the backend keeps its own K/V (cuda) and the host
+ * cache only counts positions and blocks. */
+bool xd_ctx_kv_on_host(const struct xd_ctx *c);
 struct xd_xc *xd_ctx_xc(struct xd_ctx *c);
 const struct xd_stats *xd_ctx_stats(const struct xd_ctx *c);
+/* The backend the context computes with (xd_backend_name, xd_backend_n_threads). */
+struct xd_backend *xd_ctx_backend(struct xd_ctx *c);
+/* "cuda" for a CUDA context, else the CPU backend's resolved name. */
+const char *xd_ctx_backend_name(const struct xd_ctx *c);
+
+/* Internal, shared with the CUDA backend: route one token from its router logits probs
+ * (n_expert, overwritten with the softmax): top-k (ties: lower id) -> sel, weights
+ * renormalized over the k (sum clamped below at 2^-14) and scaled -> w. */
+void xd__moe_route(const struct xd_hparams *hp, float *probs, int32_t *sel, float *w);
 
 #endif

@@ -11,17 +11,26 @@
 #include <time.h>
 
 #include "cmd.h"
+#include "expert_cache.h"
 #include "forward.h"
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "xd_error.h"
+#ifdef XD_HAVE_CUDA
+#include "xd_cuda.h"
+#endif
 
 struct run_opts {
     const char *model, *prompt;
     int32_t n_predict, n_ctx, n_logprobs;
+    int32_t n_threads;   /* --threads; 0 = one per CPU */
+    const char *backend; /* --backend; NULL = "cpu" */
+    uint64_t gpu_memory; /* --gpu-memory: cap on VRAM use (backend cuda); 0 = free VRAM */
+    uint64_t kv_bytes;   /* --kv-cache: paged KV pool; 0 = the context's positions */
     bool json, ignore_eos;
     struct xd_sampler_params sp;
+    struct xd_xc_config xc; /* --expert-* options; budget 0 = everything resident */
 };
 
 static void usage(FILE *f) {
@@ -39,8 +48,16 @@ static void usage(FILE *f) {
             "  --presence-penalty P, --frequency-penalty F   OpenAI-style (default 0)\n"
             "  --logprobs K            report the K most likely tokens per step (0..20)\n"
             "  --ctx N                 context positions (default prompt + n)\n"
+            "  --kv-cache SIZE         KV cache pool (bytes, K/M/G, KiB/MiB/GiB; default: --ctx\n"
+            "                          positions)\n"
             "  --ignore-eos            keep generating after end-of-generation tokens\n"
-            "  --json                  print one JSON object instead of the text\n");
+            "  --json                  print one JSON object instead of the text\n"
+            "  -t, --threads N         CPU kernel threads (default: one per CPU)\n"
+            "  --backend NAME          " XD_BACKEND_NAMES ", cuda (default cpu: the\n"
+            "                          fastest kernels this CPU runs)\n"
+            "  --gpu-memory SIZE       cuda: VRAM to use at most (default: what is free); without\n"
+            "                          --expert-cache the experts get what the rest leaves\n"
+            "%s", xd_xc_config_usage());
 }
 
 static double now_s(void) {
@@ -81,6 +98,17 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
             o->ignore_eos = true;
             continue;
         }
+        char xerr[256];
+        int used = xd_xc_config_option(&o->xc, a, i + 1 < argc ? argv[i + 1] : NULL, xerr,
+                                       sizeof xerr);
+        if (used < 0) {
+            fprintf(stderr, "expertd run: %s\n", xerr);
+            return -1;
+        }
+        if (used > 0) {
+            i += used - 1;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "expertd run: unknown option or missing value: %s\n", a);
             return -1;
@@ -118,6 +146,21 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
         } else if (!strcmp(a, "--frequency-penalty")) {
             if (!num_arg(a, val, -2, 2, &v)) return -1;
             o->sp.frequency_penalty = (float)v;
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (!num_arg(a, val, 1, 1024, &v)) return -1;
+            o->n_threads = (int32_t)v;
+        } else if (!strcmp(a, "--backend")) {
+            o->backend = val;
+        } else if (!strcmp(a, "--kv-cache")) {
+            if (xd_xc_parse_size(val, &o->kv_bytes)) {
+                fprintf(stderr, "expertd run: --kv-cache: bad size '%s'\n", val);
+                return -1;
+            }
+        } else if (!strcmp(a, "--gpu-memory")) {
+            if (xd_xc_parse_size(val, &o->gpu_memory)) {
+                fprintf(stderr, "expertd run: --gpu-memory: bad size '%s'\n", val);
+                return -1;
+            }
         } else if (!strcmp(a, "--logprobs")) {
             if (!num_arg(a, val, 0, XD_LOGPROBS_MAX, &v)) return -1;
             o->n_logprobs = (int32_t)v;
@@ -135,6 +178,80 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
     return 0;
 }
 
+static void print_xc_info(const struct xd_xc *xc) {
+    struct xd_xc_info in;
+    xd_xc_info(xc, &in);
+    if (!in.offloaded) return;
+    char b1[32], b2[32], b3[32];
+    fprintf(stderr, "expertd run: expert cache %s = %d slots of %s (experts are %s each), store "
+            "%s %s%s, %s, policy %s, evict %s\n", xd_xc_format_size(in.budget, b1, sizeof b1),
+            in.n_slots, xd_xc_format_size(in.slot_bytes, b2, sizeof b2),
+            xd_xc_format_size(in.expert_bytes, b3, sizeof b3), in.store_kind, in.store_path,
+            in.direct ? " (O_DIRECT)" : " (buffered)", in.io, in.policy, in.evict);
+}
+
+/* The expert cache's configuration and counters, for --json's stats.expert_cache. */
+static json_t *xc_json(const struct xd_xc *xc, int64_t n_layer) {
+    struct xd_xc_info in;
+    struct xd_xc_stats st;
+    xd_xc_info(xc, &in);
+    xd_xc_stats_get(xc, &st);
+    json_t *j = json_object();
+    json_object_set_new(j, "offloaded", json_boolean(in.offloaded));
+    json_object_set_new(j, "budget_bytes", json_integer((json_int_t)in.budget));
+    json_object_set_new(j, "slot_bytes", json_integer((json_int_t)in.slot_bytes));
+    json_object_set_new(j, "slots", json_integer(in.n_slots));
+    json_object_set_new(j, "store", json_string(in.store_kind));
+    json_object_set_new(j, "store_path", json_string(in.store_path));
+    json_object_set_new(j, "direct_io", json_boolean(in.direct));
+    json_object_set_new(j, "io", json_string(in.io));
+    json_object_set_new(j, "policy", json_string(in.policy));
+    json_object_set_new(j, "evict", json_string(in.evict));
+    static const struct {
+        const char *name;
+        size_t off;
+    } counters[] = {
+#define XC_COUNTER(f) {#f, offsetof(struct xd_xc_stats, f)}
+        XC_COUNTER(acquires),        XC_COUNTER(hits),           XC_COUNTER(misses),
+        XC_COUNTER(bytes_read),      XC_COUNTER(reads),          XC_COUNTER(evictions),
+        XC_COUNTER(prefetches),      XC_COUNTER(prefetch_issued), XC_COUNTER(prefetch_hits),
+        XC_COUNTER(prefetch_wasted), XC_COUNTER(prefetch_correct), XC_COUNTER(read_retries),
+        XC_COUNTER(read_errors),     XC_COUNTER(short_reads),    XC_COUNTER(eagain),
+        XC_COUNTER(distinct),
+#undef XC_COUNTER
+    };
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+        json_object_set_new(j, counters[i].name,
+                            json_integer((json_int_t) * (const uint64_t *)((const char *)&st +
+                                                                          counters[i].off)));
+    double busy = (double)st.io_busy_ns * 1e-9;
+    json_object_set_new(j, "hit_rate", json_real(st.acquires ? (double)st.hits / (double)st.acquires : 0));
+    json_object_set_new(j, "prefetch_accuracy",
+                        json_real(st.prefetches ? (double)st.prefetch_correct / (double)st.prefetches : 0));
+    json_object_set_new(j, "stall_s", json_real((double)st.stall_ns * 1e-9));
+    json_object_set_new(j, "io_busy_s", json_real(busy));
+    json_object_set_new(j, "read_mb_s", json_real(busy > 0 ? (double)st.bytes_read / busy / 1e6 : 0));
+    json_object_set_new(j, "read_latency_sum_s", json_real((double)st.read_ns_sum * 1e-9));
+    json_t *h = json_array();
+    for (int i = 0; i < XD_XC_LAT_BUCKETS; i++) {
+        json_t *b = json_array();
+        double le = xd_xc_lat_bucket_le(i);
+        json_array_append_new(b, i == XD_XC_LAT_BUCKETS - 1 ? json_string("+Inf") : json_real(le));
+        json_array_append_new(b, json_integer((json_int_t)st.read_lat[i]));
+        json_array_append_new(h, b);
+    }
+    json_object_set_new(j, "read_latency_hist", h);
+    uint32_t *per = calloc((size_t)n_layer, sizeof *per);
+    if (per) {
+        xd_xc_resident_per_layer(xc, per);
+        json_t *a = json_array();
+        for (int64_t l = 0; l < n_layer; l++) json_array_append_new(a, json_integer(per[l]));
+        json_object_set_new(j, "resident_per_layer", a);
+        free(per);
+    }
+    return j;
+}
+
 static json_t *ids_json(const int32_t *ids, size_t n) {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
@@ -149,6 +266,10 @@ int xd_cmd_run(int argc, char **argv) {
     char err[512] = "";
     struct xd_model *m = NULL;
     struct xd_ctx *ctx = NULL;
+    struct xd_xc *xc = NULL;
+#ifdef XD_HAVE_CUDA
+    struct xd_cuda_xcb *xcb = NULL; /* the VRAM slots of an offloaded cache (backend cuda) */
+#endif
     struct xd_sampler *smp = NULL;
     struct xd_tokens prompt = {0};
     int32_t *gen = NULL, *pos = NULL, *seq = NULL;
@@ -170,9 +291,37 @@ int xd_cmd_run(int argc, char **argv) {
         fprintf(stderr, "expertd run: the prompt is empty and the vocabulary adds no BOS\n");
         goto out;
     }
+    const bool cuda = o.backend && !strcmp(o.backend, "cuda");
+    if (cuda && m->moe) { /* experts in VRAM: all of them if they fit, else a VRAM cache */
+#ifdef XD_HAVE_CUDA
+        const int64_t want = (int64_t)prompt.n + o.n_predict;
+        o.xc.model_path = o.model;
+        if ((rc = xd_cuda_open_xc(m, &o.xc, o.gpu_memory,
+                                  o.n_ctx ? o.n_ctx : (int32_t)(want < 16 ? 16 : want), 1, 512,
+                                  &xcb, &xc, err, sizeof err))) {
+            fprintf(stderr, "expertd run: %s\n", err);
+            goto out;
+        }
+        if (xc && !o.json) print_xc_info(xc);
+#else
+        fprintf(stderr, "expertd run: backend cuda: this build has no CUDA\n");
+        goto out;
+#endif
+    } else if (m->moe && (o.xc.budget || o.xc.trace_path)) {
+        o.xc.model_path = o.model;
+        if ((rc = xd_xc_open(m, &o.xc, &xc, err, sizeof err))) {
+            fprintf(stderr, "expertd run: %s\n", err);
+            goto out;
+        }
+        if (!o.json) print_xc_info(xc);
+    } else if (o.xc.budget) {
+        fprintf(stderr, "expertd run: --expert-cache ignored: the model has no experts\n");
+    }
     const int32_t n_vocab = (int32_t)m->hp.n_vocab;
     int64_t need = (int64_t)prompt.n + o.n_predict;
-    struct xd_ctx_params cp = {.n_ctx = o.n_ctx ? o.n_ctx : (int32_t)(need < 16 ? 16 : need)};
+    struct xd_ctx_params cp = {.n_ctx = o.n_ctx ? o.n_ctx : (int32_t)(need < 16 ? 16 : need),
+                               .xc = xc, .backend = o.backend, .n_threads = o.n_threads,
+                               .kv_bytes = o.kv_bytes};
     if ((rc = xd_ctx_create(m, &cp, &ctx, err, sizeof err))) {
         fprintf(stderr, "expertd run: %s\n", err);
         goto out;
@@ -290,6 +439,7 @@ int xd_cmd_run(int argc, char **argv) {
             json_object_set_new(js, "weight_bytes_touched",
                                 json_integer((json_int_t)(xd_model_nonexpert_bytes(m) +
                                                           xs->distinct * m->expert_bytes)));
+            json_object_set_new(js, "expert_cache", xc_json(xd_ctx_xc(ctx), m->hp.n_layer));
         }
         json_object_set_new(j, "stats", js);
         char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -302,6 +452,17 @@ int xd_cmd_run(int argc, char **argv) {
         fprintf(stderr, "expertd run: prompt %zu tokens in %.3f s (%.1f tok/s), generated %d in "
                 "%.3f s (%.1f tok/s)\n", prompt.n, prefill_s, (double)prompt.n / prefill_s, n_gen,
                 decode_s, n_gen > 0 ? (double)(n_gen - 1) / decode_s : 0.0);
+        if (xc) {
+            struct xd_xc_stats xs;
+            xd_xc_stats_get(xc, &xs);
+            fprintf(stderr, "expertd run: expert cache: %llu acquires, hit rate %.3f, %.1f MB read "
+                    "(%.0f MB/s while reading), stalled %.3f s, %llu read errors\n",
+                    (unsigned long long)xs.acquires,
+                    xs.acquires ? (double)xs.hits / (double)xs.acquires : 0.0,
+                    (double)xs.bytes_read / 1e6,
+                    xs.io_busy_ns ? (double)xs.bytes_read / ((double)xs.io_busy_ns * 1e-9) / 1e6 : 0.0,
+                    (double)xs.stall_ns * 1e-9, (unsigned long long)xs.read_errors);
+        }
     }
     status = 0;
 out:
@@ -315,6 +476,10 @@ out:
     xd_tokens_free(&prompt);
     xd_sampler_destroy(smp);
     xd_ctx_destroy(ctx);
+    xd_xc_destroy(xc);
+#ifdef XD_HAVE_CUDA
+    xd_cuda_xcb_destroy(xcb);
+#endif
     xd_model_free(m);
     return status;
 }

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "expert_cache.h"
+#include "ops.h"
 #include "srv.h"
 
 static void usage(FILE *f) {
@@ -17,6 +19,8 @@ static void usage(FILE *f) {
             "  -m, --model FILE          GGUF model\n"
             "  --model-name NAME         id clients send as \"model\" (default: file name "
             "without .gguf)\n"
+            "  --chat-template FILE      Jinja chat template for /v1/chat/completions (default:\n"
+            "                            the model's tokenizer.chat_template, else ChatML)\n"
             "  --host ADDR               address to bind (default 127.0.0.1)\n"
             "  --port N                  TCP port (default 8080; 0 = any free port)\n"
             "  --port-file FILE          write the bound port to FILE once listening\n"
@@ -25,6 +29,9 @@ static void usage(FILE *f) {
             "  --parallel N              sequence slots of the engine (default 4)\n"
             "  --ctx N                   positions per slot (default min(model, 4096))\n"
             "  --step-tokens N           token budget of one engine step (default 512)\n"
+            "  --kv-cache SIZE           paged KV cache pool: bytes, K/M/G or KiB/MiB/GiB\n"
+            "                            (default: --parallel x --ctx positions); when it is\n"
+            "                            full the newest request is preempted and recomputed\n"
             "  --max-queue N             requests waiting for a slot before 429 (default 64)\n"
             "  --max-connections N       open connections before 503 (default 256)\n"
             "  --max-body BYTES          request body limit (default 8 MiB)\n"
@@ -33,7 +40,15 @@ static void usage(FILE *f) {
             "  --body-timeout S          seconds to receive its body (default 30)\n"
             "  --idle-timeout S          keep-alive connection idle limit (default 60)\n"
             "  --drain-timeout S         SIGTERM: seconds in-flight requests get (default 30)\n"
-            "  --quiet                   no per-request log lines\n");
+            "  -t, --threads N           CPU kernel threads (default: one per CPU)\n"
+            "  --backend NAME            compute backend: " XD_BACKEND_NAMES ", cuda (default "
+            "cpu)\n"
+            "  --gpu-memory SIZE         cuda: VRAM to use at most (default: what is free); "
+            "without\n"
+            "                            --expert-cache the experts get what the rest leaves\n"
+            "  --quiet                   no per-request log lines\n"
+            "expert offloading (MoE models):\n%s",
+            xd_xc_config_usage());
 }
 
 static bool num(const char *flag, const char *s, double lo, double hi, double *out) {
@@ -74,6 +89,16 @@ int xd_cmd_serve(int argc, char **argv) {
             c.quiet = true;
             continue;
         }
+        char xerr[256];
+        int used = xd_xc_config_option(&c.xc, a, i + 1 < argc ? argv[i + 1] : NULL, xerr, sizeof xerr);
+        if (used < 0) {
+            fprintf(stderr, "expertd serve: %s\n", xerr);
+            return 2;
+        }
+        if (used > 0) {
+            i += used - 1;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "expertd serve: unknown option or missing value: %s\n", a);
             return 2;
@@ -83,9 +108,27 @@ int xd_cmd_serve(int argc, char **argv) {
     if (!num(a, val, lo, hi, &v)) return 2
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) c.model_path = val;
         else if (!strcmp(a, "--model-name")) c.model_name = val;
+        else if (!strcmp(a, "--chat-template")) c.chat_template_path = val;
         else if (!strcmp(a, "--host")) c.host = val;
         else if (!strcmp(a, "--port-file")) c.port_file = val;
         else if (!strcmp(a, "--api-key")) c.api_key = val;
+        else if (!strcmp(a, "--backend")) c.backend = val;
+        else if (!strcmp(a, "--gpu-memory")) {
+            if (xd_xc_parse_size(val, &c.gpu_memory)) {
+                fprintf(stderr, "expertd serve: --gpu-memory: bad size '%s'\n", val);
+                return 2;
+            }
+        }
+        else if (!strcmp(a, "--kv-cache")) {
+            if (xd_xc_parse_size(val, &c.kv_bytes) || c.kv_bytes == 0) {
+                fprintf(stderr, "expertd serve: --kv-cache expects a size, got '%s'\n", val);
+                return 2;
+            }
+        }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            NUM(0, 1024);
+            c.n_threads = (int32_t)v;
+        }
         else if (!strcmp(a, "--port")) {
             NUM(0, 65535);
             c.port = (int)v;

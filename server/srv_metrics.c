@@ -67,8 +67,16 @@ static const struct stat_row engine_rows[] = {
     {"expertd_engine_steps_total", "counter", "Scheduler steps that ran a forward pass.",
      E(steps), F_U64},
     {"expertd_engine_prompt_tokens_total", "counter",
-     "Prompt tokens run through prefill (each of a request's n sequences counts).",
+     "Prompt tokens run through prefill (a request's n sequences share one prefill).",
      E(prompt_tokens), F_U64},
+    {"expertd_engine_preemptions_total", "counter",
+     "Requests preempted for KV cache blocks (their KV freed, recomputed when readmitted).",
+     E(preemptions), F_U64},
+    {"expertd_engine_recomputed_tokens_total", "counter",
+     "Positions run again after a preemption.", E(recomputed_tokens), F_U64},
+    {"expertd_engine_prefix_shared_tokens_total", "counter",
+     "Prompt positions not computed: taken from a running sequence's KV blocks with the same "
+     "prefix.", E(prefix_shared_tokens), F_U64},
     {"expertd_engine_generated_tokens_total", "counter", "Tokens sampled by the engine.",
      E(generated_tokens), F_U64},
     {"expertd_engine_forward_failures_total", "counter",
@@ -80,7 +88,21 @@ static const struct stat_row engine_rows[] = {
     {"expertd_kv_slots_used", "gauge", "Sequence slots (KV cache sequences) in use.",
      E(slots_used), F_I32},
     {"expertd_kv_slots", "gauge", "Sequence slots (--parallel).", E(n_parallel), F_I32},
-    {"expertd_kv_cache_bytes", "gauge", "Bytes of KV cache allocated.", E(kv_bytes), F_U64},
+    {"expertd_kv_cache_bytes", "gauge", "Bytes of the KV cache pool (--kv-cache).", E(kv_bytes),
+     F_U64},
+    {"expertd_kv_cache_used_bytes", "gauge", "Bytes of KV cache blocks held by sequences.",
+     E(kv_bytes_used), F_U64},
+    {"expertd_kv_cache_blocks", "gauge", "Blocks in the KV cache pool.", E(kv_blocks_total),
+     F_I32},
+    {"expertd_kv_cache_blocks_used", "gauge", "KV cache blocks held by sequences.",
+     E(kv_blocks_used), F_I32},
+    {"expertd_kv_cache_blocks_shared", "gauge",
+     "KV cache blocks held by more than one sequence (n > 1 sharing a prompt).",
+     E(kv_blocks_shared), F_I32},
+    {"expertd_kv_cache_block_positions", "gauge", "Positions per KV cache block.",
+     E(kv_block_size), F_I32},
+    {"expertd_kv_cache_cow_copies_total", "counter",
+     "Shared KV cache blocks copied before a write.", E(kv_cow_copies), F_U64},
     {"expertd_context_tokens", "gauge", "Positions per sequence slot.", E(n_ctx), F_I32},
     {"expertd_forward_calls_total", "counter", "Calls of the forward pass.", FW(forward_calls),
      F_U64},
@@ -92,6 +114,9 @@ static const struct stat_row engine_rows[] = {
      FW(expert_tokens), F_U64},
     {"expertd_experts_touched_total", "counter",
      "Distinct experts run, summed over layers and forward calls.", FW(experts_touched), F_U64},
+    {"expertd_experts_touched_last_step", "gauge",
+     "Distinct experts run by the last engine step, summed over layers.",
+     E(experts_last_step), F_U64},
     {"expertd_forward_seconds_total", "counter", "Wall time inside the forward pass.",
      FW(forward_ns), F_NS_AS_S},
 };
@@ -111,6 +136,25 @@ static const struct stat_row xc_rows[] = {
      XC(prefetches), F_U64},
     {"expertd_expert_cache_distinct_experts", "gauge",
      "Distinct (layer, expert) pairs ever acquired.", XC(distinct), F_U64},
+    {"expertd_expert_cache_prefetch_reads_total", "counter",
+     "Expert reads started by a prefetch hint.", XC(prefetch_issued), F_U64},
+    {"expertd_expert_cache_prefetch_hits_total", "counter",
+     "Acquisitions served by a prefetched read (done or in flight).", XC(prefetch_hits), F_U64},
+    {"expertd_expert_cache_prefetch_wasted_total", "counter",
+     "Prefetched experts evicted or failed before any acquisition.", XC(prefetch_wasted), F_U64},
+    {"expertd_expert_cache_prefetch_correct_total", "counter",
+     "Hinted experts that the layer then asked for (accuracy = this / prefetches).",
+     XC(prefetch_correct), F_U64},
+    {"expertd_expert_cache_reads_total", "counter", "Expert reads completed.", XC(reads), F_U64},
+    {"expertd_expert_cache_read_retries_total", "counter",
+     "Expert reads retried after an error or a checksum mismatch.", XC(read_retries), F_U64},
+    {"expertd_expert_cache_read_errors_total", "counter",
+     "Expert reads that failed after their retry (the requests needing them failed).",
+     XC(read_errors), F_U64},
+    {"expertd_expert_cache_stall_seconds_total", "counter",
+     "Time the forward pass waited for experts to arrive.", XC(stall_ns), F_NS_AS_S},
+    {"expertd_expert_cache_io_busy_seconds_total", "counter",
+     "Wall time with at least one expert read in flight.", XC(io_busy_ns), F_NS_AS_S},
 };
 #undef E
 #undef FW
@@ -149,6 +193,21 @@ static void one(struct proto_buf *b, const char *name, const char *type, const c
                 double v) {
     proto_prom_family(b, name, type, help);
     proto_prom_sample(b, name, NULL, 0, v);
+}
+
+/* A power-of-two histogram of stats.h (le 1, 2, 4, ..., +Inf) whose observations sum to sum. */
+static void pow2_hist_out(struct proto_buf *b, const char *name, const char *help,
+                          const uint64_t *counts, double sum) {
+    double bounds[XD_STATS_HIST_N - 1];
+    uint64_t n = 0;
+    for (int i = 0; i < XD_STATS_HIST_N; i++) {
+        if (i < XD_STATS_HIST_N - 1) bounds[i] = (double)(1ull << i);
+        n += counts[i];
+    }
+    struct proto_hist h = {.bounds = bounds, .n_bounds = XD_STATS_HIST_N - 1,
+                           .counts = (uint64_t *)counts, .sum = sum, .count = n};
+    proto_prom_family(b, name, "histogram", help);
+    proto_prom_hist(b, name, NULL, 0, &h);
 }
 
 static void hist_out(struct proto_buf *b, const char *name, const char *help,
@@ -202,6 +261,40 @@ int srv_metrics_render(const struct srv_metrics *m, const struct srv_gauges *g,
     if (es) {
         rows_out(out, engine_rows, N_OF(engine_rows), es);
         rows_out(out, xc_rows, N_OF(xc_rows), es);
+        one(out, "expertd_kv_cache_usage_ratio", "gauge",
+            "Fraction of the KV cache pool's blocks held by sequences.",
+            es->kv_blocks_total ? (double)es->kv_blocks_used / es->kv_blocks_total : 0.0);
+        pow2_hist_out(out, "expertd_experts_touched_per_step",
+                      "Distinct experts run by one engine step, summed over layers (MoE).",
+                      es->experts_per_step, (double)es->fwd.experts_touched);
+        pow2_hist_out(out, "expertd_experts_touched_per_layer",
+                      "Distinct experts one MoE layer ran in one forward call.",
+                      es->fwd.experts_per_layer, (double)es->fwd.experts_touched);
+        /* per-read latency, from the cache's fixed buckets */
+        double bounds[XD_XC_LAT_BUCKETS - 1];
+        uint64_t counts[XD_XC_LAT_BUCKETS], n = 0;
+        for (int i = 0; i < XD_XC_LAT_BUCKETS; i++) {
+            if (i < XD_XC_LAT_BUCKETS - 1) bounds[i] = xd_xc_lat_bucket_le(i);
+            counts[i] = es->xc.read_lat[i];
+            n += counts[i];
+        }
+        struct proto_hist h = {.bounds = bounds, .n_bounds = XD_XC_LAT_BUCKETS - 1,
+                               .counts = counts, .sum = (double)es->xc.read_ns_sum * 1e-9,
+                               .count = n};
+        proto_prom_family(out, "expertd_expert_cache_read_seconds", "histogram",
+                          "Latency of one expert read, submission to verified.");
+        proto_prom_hist(out, "expertd_expert_cache_read_seconds", NULL, 0, &h);
+    }
+    if (g->resident_per_layer) {
+        proto_prom_family(out, "expertd_expert_cache_resident_experts", "gauge",
+                          "Experts in the cache, by layer.");
+        for (int32_t l = 0; l < g->n_layer; l++) {
+            char layer[16];
+            snprintf(layer, sizeof layer, "%d", (int)l);
+            struct proto_label lab = {"layer", layer};
+            proto_prom_sample(out, "expertd_expert_cache_resident_experts", &lab, 1,
+                              (double)g->resident_per_layer[l]);
+        }
     }
     return out->oom ? XD_E_NOMEM : 0;
 }

@@ -45,6 +45,8 @@ struct srv_gauges {
     int32_t connections;
     int ready;    /* 1 once the model is loaded */
     int draining; /* 1 after SIGTERM */
+    const uint32_t *resident_per_layer; /* experts in the cache per MoE layer, or NULL */
+    int32_t n_layer;
 };
 
 /* Appends the whole exposition. es may be NULL (model still loading). 0 or XD_E_NOMEM. */

@@ -16,6 +16,14 @@ echo "== unit tests (release) =="
 ctest --test-dir build --output-on-failure -j1
 echo "== end-to-end: expertd serve (release) =="
 bash tests/e2e/serve_test.sh build
+echo "== end-to-end: continuous batching, paged KV, preemption (release) =="
+bash tests/e2e/batch_test.sh build
+echo "== end-to-end: expertd serve --expert-cache (release) =="
+bash tests/e2e/offload_test.sh build
+echo "== abuse: 10,000 hostile requests beside a valid client (release) =="
+bash tests/e2e/abuse_test.sh build 10000
+echo "== faults under load: disk corruption, disconnects, SIGTERM (release) =="
+bash tests/e2e/faults_test.sh build
 
 [ -n "${FAST:-}" ] && exit 0
 
@@ -28,8 +36,32 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 echo "== end-to-end: expertd serve (ASan+UBSan) =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 E2E_LONG_TOKENS=40 \
   bash tests/e2e/serve_test.sh build-asan
+echo "== end-to-end: continuous batching (ASan+UBSan) =="
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 E2E_BATCH_TOKENS=24 \
+  bash tests/e2e/batch_test.sh build-asan
+echo "== end-to-end: expertd serve --expert-cache (ASan+UBSan) =="
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  bash tests/e2e/offload_test.sh build-asan
+echo "== abuse: 2,000 hostile requests (ASan+UBSan) =="
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  bash tests/e2e/abuse_test.sh build-asan 2000
+echo "== faults under load (ASan+UBSan) =="
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  bash tests/e2e/faults_test.sh build-asan
 
-echo "== fuzz smoke (${FUZZ_SECONDS:-30} s per target) =="
+echo "== ThreadSanitizer: server, engine, thread pool and expert-cache I/O threads, end to end =="
+# Criterion's test runner cannot start under TSan (its boxfort arena), so the threads are
+# checked where they all run together: the e2e suites against a TSan-built server.
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEXPERTD_SANITIZE=thread \
+  -DEXPERTD_CUDA=OFF -DEXPERTD_TESTS=OFF >/dev/null
+cmake --build build-tsan -j"$jobs" --target expertd
+export TSAN_OPTIONS="halt_on_error=1 exitcode=66"
+E2E_LONG_TOKENS=40 bash tests/e2e/serve_test.sh build-tsan
+bash tests/e2e/offload_test.sh build-tsan
+bash tests/e2e/faults_test.sh build-tsan
+unset TSAN_OPTIONS
+
+echo "== fuzz smoke (${FUZZ_SECONDS:-60} s per target) =="
 CC=clang cmake -S . -B build-fuzz -DEXPERTD_FUZZ=ON -DEXPERTD_TESTS=OFF -DEXPERTD_CUDA=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$jobs"
@@ -40,9 +72,14 @@ for f in build-fuzz/fuzz_*; do
   dict=(); for d in "tests/fuzz/$short.dict" "tests/fuzz/${short%%_*}.dict"; do
     [ -f "$d" ] && { dict=(-dict="$d"); break; }; done
   echo "-- $name"
-  "$f" -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 "${dict[@]}" "$work" 2>&1 | tail -n 2
+  "$f" -max_total_time="${FUZZ_SECONDS:-60}" -rss_limit_mb=2048 "${dict[@]}" "$work" 2>&1 | tail -n 2
   rm -rf "$work"
 done
+
+echo "== deploy: Prometheus/Grafana/compose/Kubernetes checks, CPU image build + smoke test =="
+# the image is built with podman from a debootstrap base (deploy/image-smoke.sh): root only
+EXPERTD_BIN=build/expertd EXPERTD_CHECK_K8S_SCHEMA=1 EXPERTD_CHECK_IMAGE=$([ "$(id -u)" = 0 ] && echo 1 || echo 0) \
+  bash deploy/check.sh
 
 if [ -x ../shared/tools/check-goldens ]; then
   echo "== public goldens (../shared/tools/check-goldens) =="

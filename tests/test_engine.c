@@ -27,8 +27,27 @@ static float frand(uint64_t *s) { return (float)((rng_state(s) >> 11) * 0x1.0p-5
 
 /* ---- ops against naive references ---------------------------------------------------------- */
 
+/* A backend by name, or NULL (with a note) where this CPU cannot run it. */
+static struct xd_backend *backend(const char *name) {
+    struct xd_backend *be;
+    char err[256];
+    struct xd_backend_params bp = {.name = name, .n_threads = 2, .max_tokens = 16, .max_pos = 64};
+    int rc = xd_backend_create(&bp, &be, err, sizeof err);
+    if (rc == XD_E_UNSUPPORTED) {
+        cr_log_info("skipping %s: %s", name, err);
+        return NULL;
+    }
+    cr_assert_eq(rc, 0, "%s", err);
+    return be;
+}
+
+/* Every backend of ops.h, the reference first. */
+static const char *const backends[] = {"cpu-ref", "cpu-scalar", "cpu-avx2", "cpu-avx512"};
+#define N_BACKENDS (sizeof backends / sizeof backends[0])
+
 Test(ops, matmul_every_type_matches_double_dot) {
-    const struct xd_ops *ops = xd_ops_cpu_ref();
+    struct xd_backend *be = backend("cpu-ref");
+    const struct xd_ops *ops = xd_backend_ops(be);
     const uint32_t types[] = {XD_TYPE_F32, XD_TYPE_F16, XD_TYPE_BF16, XD_TYPE_Q8_0, XD_TYPE_Q4_0,
                               XD_TYPE_Q4_K};
     const int64_t n_in = 512, n_out = 7, n_tok = 3;
@@ -44,7 +63,7 @@ Test(ops, matmul_every_type_matches_double_dot) {
         for (int64_t r = 0; r < n_out; r++) tt->from_float(wf + r * n_in, q + r * row, n_in);
         struct xd_tensor w = {.name = "w", .type = types[ti], .ne = {n_in, n_out, 1, 1},
                               .nb = {tt->type_size, row, row * n_out, row * n_out}, .data = q};
-        ops->matmul(&w, x, n_in, y, n_out, n_tok);
+        ops->matmul(be, &w, x, n_in, y, n_out, n_tok);
         for (int64_t r = 0; r < n_out; r++) {
             tt->to_float(q + r * row, wd, n_in);
             for (int64_t t = 0; t < n_tok; t++) {
@@ -63,17 +82,23 @@ Test(ops, matmul_every_type_matches_double_dot) {
     free(wf);
     free(x);
     free(wd);
+    xd_backend_destroy(be);
 }
 
 Test(ops, rmsnorm_matches_formula) {
     uint64_t s = 7;
     float x[96], w[96], y[96];
     for (int i = 0; i < 96; i++) x[i] = frand(&s) * 3, w[i] = frand(&s);
-    xd_ops_cpu_ref()->rmsnorm(y, x, w, 96, 1e-6f);
     double ss = 0;
     for (int i = 0; i < 96; i++) ss += (double)x[i] * x[i];
     double sc = 1.0 / sqrt(ss / 96 + 1e-6);
-    for (int i = 0; i < 96; i++) cr_assert_float_eq(y[i], x[i] * sc * w[i], 1e-5);
+    for (size_t b = 0; b < N_BACKENDS; b++) {
+        struct xd_backend *be = backend(backends[b]);
+        if (!be) continue;
+        xd_backend_ops(be)->rmsnorm(be, y, x, w, 96, 1e-6f);
+        for (int i = 0; i < 96; i++) cr_assert_float_eq(y[i], x[i] * sc * w[i], 1e-5, "%s", backends[b]);
+        xd_backend_destroy(be);
+    }
 }
 
 /* RoPE in double from its definition: pair i rotates by pos * base^(-2i/n_rot) */
@@ -90,6 +115,9 @@ static void rope_ref(double *v, int64_t hd, int64_t n_rot, int pos, double base,
 
 Test(ops, rope_both_styles_and_partial_rotation) {
     const int64_t n_head = 3, hd = 48;
+    for (size_t bi = 0; bi < N_BACKENDS; bi++) {
+    struct xd_backend *be = backend(backends[bi]);
+    if (!be) continue;
     for (int style = 0; style < 2; style++)
         for (int64_t n_rot = 16; n_rot <= hd; n_rot += 32)
             for (int pos = 0; pos < 300; pos += 37) {
@@ -97,13 +125,15 @@ Test(ops, rope_both_styles_and_partial_rotation) {
                 float x[3 * 48];
                 double r[3 * 48];
                 for (int i = 0; i < n_head * hd; i++) r[i] = x[i] = frand(&s);
-                xd_ops_cpu_ref()->rope(x, n_head, hd, n_rot, pos, 10000.0f,
-                                       style ? XD_ROPE_NEOX : XD_ROPE_NORM);
+                xd_backend_ops(be)->rope(be, x, n_head, hd, n_rot, pos, 10000.0f,
+                                         style ? XD_ROPE_NEOX : XD_ROPE_NORM);
                 for (int h = 0; h < n_head; h++) rope_ref(r + h * hd, hd, n_rot, pos, 10000.0, style);
                 for (int i = 0; i < n_head * hd; i++)
-                    cr_assert(fabs(x[i] - r[i]) < 2e-4, "style %d n_rot %lld pos %d i %d: %g vs %g",
-                              style, (long long)n_rot, pos, i, x[i], r[i]);
+                    cr_assert(fabs(x[i] - r[i]) < 2e-4, "%s style %d n_rot %lld pos %d i %d: %g vs %g",
+                              backends[bi], style, (long long)n_rot, pos, i, x[i], r[i]);
             }
+    xd_backend_destroy(be);
+    }
 }
 
 Test(ops, attention_grouped_query_matches_naive) {
@@ -112,7 +142,7 @@ Test(ops, attention_grouped_query_matches_naive) {
     struct xd_kv *kv;
     cr_assert_eq(xd_kv_create(1, 1, 16, n_kv * hd, &kv), 0);
     uint64_t s = 5;
-    float k[32], v[32], q[64], out[64], scores[16];
+    float k[32], v[32], q[64], out[64];
     double K[9][32], V[9][32];
     for (int32_t p = 0; p < n_pos; p++) {
         for (int i = 0; i < n_kv * hd; i++) k[i] = frand(&s), v[i] = frand(&s);
@@ -121,22 +151,38 @@ Test(ops, attention_grouped_query_matches_naive) {
             K[p][i] = xd_fp16_to_fp32(xd_fp32_to_fp16(k[i])), V[p][i] = xd_fp16_to_fp32(xd_fp32_to_fp16(v[i]));
     }
     for (int i = 0; i < n_head * hd; i++) q[i] = frand(&s);
-    xd_ops_cpu_ref()->attention(out, q, kv, 0, 0, n_pos, n_head, n_kv, hd, 0.25f, scores);
+    const int32_t seq0 = 0, last = n_pos - 1;
+    for (size_t bi = 0; bi < N_BACKENDS; bi++) {
+    struct xd_backend *be = backend(backends[bi]);
+    if (!be) continue;
+    xd_backend_ops(be)->attention(be, out, q, n_head * hd, kv, 0, &seq0, &last, 1, n_head, n_kv,
+                                  hd, 0.25f);
+    /* the fast backends round q and the softmax weights to fp16 first, as llama.cpp does */
+    const bool f16 = bi > 0;
     for (int64_t h = 0; h < n_head; h++) {
         int64_t g = h / (n_head / n_kv);
         double sc[9], mx = -1e30, sum = 0;
         for (int p = 0; p < n_pos; p++) {
             sc[p] = 0;
-            for (int i = 0; i < hd; i++) sc[p] += q[h * hd + i] * K[p][g * hd + i];
+            for (int i = 0; i < hd; i++) {
+                const float qi = f16 ? xd_fp16_to_fp32(xd_fp32_to_fp16(q[h * hd + i])) : q[h * hd + i];
+                sc[p] += qi * K[p][g * hd + i];
+            }
             sc[p] *= 0.25;
             mx = fmax(mx, sc[p]);
         }
         for (int p = 0; p < n_pos; p++) sum += (sc[p] = exp(sc[p] - mx));
         for (int i = 0; i < hd; i++) {
             double o = 0;
-            for (int p = 0; p < n_pos; p++) o += sc[p] / sum * V[p][g * hd + i];
-            cr_assert(fabs(out[h * hd + i] - o) < 1e-5, "head %lld dim %d", (long long)h, i);
+            for (int p = 0; p < n_pos; p++) {
+                const double w = f16 ? xd_fp16_to_fp32(xd_fp32_to_fp16((float)(sc[p] / sum))) : sc[p] / sum;
+                o += w * V[p][g * hd + i];
+            }
+            cr_assert(fabs(out[h * hd + i] - o) < 1e-5, "%s head %lld dim %d", backends[bi],
+                      (long long)h, i);
         }
+    }
+    xd_backend_destroy(be);
     }
     cr_assert_eq(xd_kv_store(kv, 0, 0, 16, k, v), XD_E_CONTEXT);
     cr_assert_eq(xd_kv_store(kv, 0, 1, 0, k, v), XD_E_INVALID);
@@ -145,8 +191,14 @@ Test(ops, attention_grouped_query_matches_naive) {
 
 Test(ops, swiglu_matches_formula) {
     float g[5] = {-3, -0.5f, 0, 0.5f, 4}, u[5] = {1, 2, 3, -1, 0.25f}, y[5];
-    xd_ops_cpu_ref()->swiglu(y, g, u, 5);
-    for (int i = 0; i < 5; i++) cr_assert_float_eq(y[i], g[i] / (1 + exp(-g[i])) * u[i], 1e-6);
+    for (size_t b = 0; b < N_BACKENDS; b++) {
+        struct xd_backend *be = backend(backends[b]);
+        if (!be) continue;
+        xd_backend_ops(be)->swiglu(be, y, g, u, 5);
+        for (int i = 0; i < 5; i++)
+            cr_assert_float_eq(y[i], g[i] / (1 + exp(-g[i])) * u[i], 1e-6, "%s", backends[b]);
+        xd_backend_destroy(be);
+    }
 }
 
 /* ---- forward-pass invariants --------------------------------------------------------------- */
