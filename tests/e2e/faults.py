@@ -47,11 +47,11 @@ def corrupt(store, restore_from=None):
         return orig
 
 
-def one(port, model, i, rnd):
+def one(port, model, i, rnd, min_tokens):
     stream = rnd.random() < 0.6
     hang_up = stream and rnd.random() < 0.2
     body = json.dumps({"model": model, "prompt": "Story %d: once upon a time" % i,
-                       "max_tokens": rnd.randint(8, 40), "temperature": 0.7, "seed": i,
+                       "max_tokens": rnd.randint(min_tokens, 40), "temperature": 0.7, "seed": i,
                        "ignore_eos": True, "stream": stream}).encode()
     req = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -152,6 +152,10 @@ def main():
     ap.add_argument("store")
     ap.add_argument("--requests", type=int, default=60)
     ap.add_argument("--sigterm-after", type=float, default=6.0)
+    ap.add_argument("--no-corrupt", action="store_true", help="leave the store alone")
+    ap.add_argument("--burst", action="store_true",
+                    help="start every request at once (keeps every slot busy: KV pressure)")
+    ap.add_argument("--min-tokens", type=int, default=8, help="shortest max_tokens (to 40)")
     a = ap.parse_args()
     outcomes = {}
     lock = threading.Lock()
@@ -169,9 +173,9 @@ def main():
             # spread the starts over the run, so requests meet every phase: before, during and
             # after the corruption, and around the SIGTERM
             delay = t0 + i * a.sigterm_after * 1.1 / a.requests - time.monotonic()
-            if delay > 0:
+            if delay > 0 and not a.burst:
                 time.sleep(delay)
-            o = one(a.port, a.model, i, rnd)
+            o = one(a.port, a.model, i, rnd, a.min_tokens)
             with lock:
                 outcomes[o] = outcomes.get(o, 0) + 1
 
@@ -179,9 +183,10 @@ def main():
     for w in ws:
         w.start()
     time.sleep(0.5)
-    orig = corrupt(a.store)
-    time.sleep(1.5)
-    corrupt(a.store, restore_from=orig)
+    if not a.no_corrupt:
+        orig = corrupt(a.store)
+        time.sleep(1.5)
+        corrupt(a.store, restore_from=orig)
     time.sleep(max(0.0, a.sigterm_after - (time.monotonic() - t0)))
     counters = metrics(a.port)
     os.kill(a.pid, signal.SIGTERM)
@@ -191,7 +196,8 @@ def main():
            "counters_before_sigterm": counters}
     print(json.dumps(out))
     errors = sum(v for k, v in outcomes.items() if k.startswith("error"))
-    bad = outcomes.get("vanished", 0) or not outcomes.get("completed") or not errors
+    bad = (outcomes.get("vanished", 0) or not outcomes.get("completed")
+           or (not errors and not a.no_corrupt))
     sys.exit(1 if bad else 0)
 
 
