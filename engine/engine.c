@@ -93,6 +93,7 @@ struct xd_engine {
     struct xd_gen *end_head, *end_tail;
 
     /* --- engine thread only --- */
+    struct xd_gen *staged_head, *staged_tail; /* ENDs of this step, posted after publish_stats */
     struct xd_gen **running; /* admission order */
     int32_t n_running;
     bool *slot_busy;
@@ -152,12 +153,23 @@ static void emit_end(struct xd_engine *e, struct xd_gen *g, int status) {
     else if (status == -ECANCELED) e->st.requests_cancelled++;
     else e->st.requests_failed++;
     g->next = NULL;
-    pthread_mutex_lock(&e->mbox_mu);
-    if (e->end_tail) e->end_tail->next = g;
-    else e->end_head = g;
-    e->end_tail = g;
-    pthread_mutex_unlock(&e->mbox_mu);
+    if (e->staged_tail) e->staged_tail->next = g;
+    else e->staged_head = g;
+    e->staged_tail = g;
     e->notify_pending = true;
+}
+
+/* Make the staged ENDs drainable. Called after publish_stats, so whoever drains an END finds the
+ * request counted in xd_engine_stats (requests_ok, tokens, ...): no reader sees a finished
+ * request that the counters do not yet include. */
+static void post_ends(struct xd_engine *e) {
+    if (!e->staged_head) return;
+    pthread_mutex_lock(&e->mbox_mu);
+    if (e->end_tail) e->end_tail->next = e->staged_head;
+    else e->end_head = e->staged_head;
+    e->end_tail = e->staged_tail;
+    pthread_mutex_unlock(&e->mbox_mu);
+    e->staged_head = e->staged_tail = NULL;
 }
 
 size_t xd_engine_drain(struct xd_engine *e, xd_gen_event_cb cb, void *arg) {
@@ -651,6 +663,7 @@ static void *engine_main(void *arg) {
         engine_admit(e);
         engine_step(e);
         publish_stats(e);
+        post_ends(e);
         if (e->notify_pending && e->p.notify) e->p.notify(e->p.notify_arg);
         e->notify_pending = false;
     }
@@ -667,6 +680,7 @@ static void *engine_main(void *arg) {
         emit_end(e, g, -ECANCELED);
     }
     publish_stats(e);
+    post_ends(e);
     if (e->notify_pending && e->p.notify) e->p.notify(e->p.notify_arg);
     return NULL;
 }
