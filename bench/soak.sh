@@ -83,6 +83,8 @@ for m in mins:
     print(f"| {m} | {len(by_min[m])} | {q(by_min[m], .5):.1f} | {q(by_min[m], .99):.1f} | {end[-1][1]/1024:.1f} | {int(end[-1][2])} |")
 p99_first, p99_last = (q(by_min[mins[0]], .99), q(by_min[mins[-1]], .99)) if mins else (0, 0)
 rss_first, rss_max = samples[0][1] / 1024, max(s[1] for s in samples) / 1024
+if failed:
+    print(f"\nfailed requests by error: {run.get('errors')}; first: {run.get('first_error')}")
 print(f"\nRSS {rss_first:.1f} MB at start, {rss_max:.1f} MB peak; slope over the second half "
       f"{slope:+.3f} MB/min; open fds {min(fds)}..{max(fds)}; p99 first/last full minute "
       f"{p99_first:.1f}/{p99_last:.1f} ms; drained and exited 0 on SIGTERM: {drained}")
