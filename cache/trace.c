@@ -58,6 +58,7 @@ int xd_xc_trace_parse(const char *buf, size_t n, struct xd_xc_trace *t, char *er
     *t = (struct xd_xc_trace){0};
     int64_t cap_steps = 0, cap_start = 0, cap_acc = 0, line = 0;
     const char *p = buf, *end = buf + n;
+    uint32_t *seen = NULL; /* [n_expert]: 1 + the last step that named the expert */
     int rc = 0;
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
@@ -79,6 +80,10 @@ int xd_xc_trace_parse(const char *buf, size_t n, struct xd_xc_trace *t, char *er
             t->n_layer = nl;
             t->n_expert = ne;
             t->top_k = k;
+            if (!(seen = calloc((size_t)ne, sizeof *seen))) {
+                rc = XD_E_NOMEM;
+                goto fail;
+            }
         } else if (eol > p && *p != '#') {
             const char *q = p;
             int64_t layer = num(&q, eol);
@@ -93,10 +98,13 @@ int xd_xc_trace_parse(const char *buf, size_t n, struct xd_xc_trace *t, char *er
             t->step_start[t->n_steps] = t->n_acc;
             int64_t e;
             while ((e = num(&q, eol)) >= 0) {
-                if (e >= t->n_expert) {
+                /* a step names distinct experts (a layer acquires each once): a repeat would
+                 * make the replay hold one expert in two slots */
+                if (e >= t->n_expert || seen[e] == (uint32_t)t->n_steps + 1) {
                     rc = XD_E_FORMAT;
                     goto bad;
                 }
+                seen[e] = (uint32_t)t->n_steps + 1;
                 if ((rc = grow((void **)&t->acc, &cap_acc, t->n_acc + 1, sizeof *t->acc))) goto fail;
                 t->acc[t->n_acc++] = (int32_t)e;
             }
@@ -118,13 +126,16 @@ int xd_xc_trace_parse(const char *buf, size_t n, struct xd_xc_trace *t, char *er
         rc = XD_E_NOMEM;
         goto fail;
     }
+    free(seen);
     return 0;
 bad:
     if (err && errlen) snprintf(err, errlen, "line %lld is not a trace line", (long long)line);
+    free(seen);
     xd_xc_trace_free(t);
     return rc;
 fail:
     if (err && errlen) snprintf(err, errlen, "out of memory");
+    free(seen);
     xd_xc_trace_free(t);
     return rc;
 }

@@ -783,7 +783,10 @@ Test(xc_trace, parse_and_reject) {
     xd_xc_trace_free(&t);
     const char *bad[] = {"", "0 1\n", "# expertd expert trace v1 layers 2 experts 4\n2 1\n",
                          "# expertd expert trace v1 layers 2 experts 4\n0 4\n",
-                         "# expertd expert trace v1 layers 2 experts 4\n0 1 x\n"};
+                         "# expertd expert trace v1 layers 2 experts 4\n0 1 x\n",
+                         /* a repeated expert in one step (fuzz_xc_trace found the replay
+                          * looping on it): a layer acquires each expert once */
+                         "# expertd expert trace v1 layers 4 experts 8\n0 2 1 2\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(xd_xc_trace_parse(bad[i], strlen(bad[i]), &t, err, sizeof err), XD_E_FORMAT,
                      "case %zu", i);
