@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Install what expertd needs to build and test on Debian/Ubuntu. Idempotent: skips apt when
-# every package is already installed. Needs root (or sudo).
+# Install what expertd needs to build and serve on Debian/Ubuntu, and with --test also what the
+# tests need. Idempotent: skips apt when every package is already installed. Needs root (or sudo).
 set -euo pipefail
+# to build and serve (deploy/quickstart.sh)
 pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev liburing-dev libcriterion-dev
-      node-llhttp clang python3 curl prometheus
-      python3-yaml shellcheck docker-compose podman debootstrap fuse-overlayfs uidmap)
+      node-llhttp python3 curl)
+# --test: what tests/run.sh needs besides: clang (fuzzing), promtool, the deploy checks and the
+# CPU image build (podman from a debootstrap base)
+if [ "${1:-}" = --test ]; then
+  pkgs+=(clang prometheus python3-yaml shellcheck docker-compose podman debootstrap
+         fuse-overlayfs uidmap)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

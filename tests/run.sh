@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Build expertd and run every test: the Criterion suites (release build, then again under
-# ASan+UBSan), a short fuzz smoke run of every libFuzzer target, and the public golden check
+# Build expertd and run every test (this is what CI runs): the Criterion suites and the
+# end-to-end suites over real sockets (HTTP surface and openai client, batching, offloading,
+# 10,000 hostile requests, faults under load) on the release build, all of it again under
+# ASan+UBSan, the end-to-end suites against a ThreadSanitizer build, 60 s of libFuzzer per
+# target, the deploy checks (with the CPU image build when root), and the public golden check
 # when ../shared is beside the repository. Exits non-zero on any failure.
 #   bash tests/run.sh            everything
-#   FAST=1 bash tests/run.sh     release build and unit tests only
+#   FAST=1 bash tests/run.sh     release build, unit and end-to-end tests only
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash deploy/install-deps.sh
+bash deploy/install-deps.sh --test
 jobs=$(nproc)
 
 echo "== build (release) =="
