@@ -145,17 +145,9 @@ static int engine_parse(int argc, char **argv, struct engine_opts *o) {
             o->membw = true;
             continue;
         }
-        char xerr[256];
-        const int used = xd_xc_config_option(&o->xc, a, i + 1 < argc ? argv[i + 1] : NULL, xerr,
-                                             sizeof xerr);
-        if (used < 0) {
-            fprintf(stderr, "expertd bench engine: %s\n", xerr);
-            return -1;
-        }
-        if (used > 0) {
-            i += used - 1;
-            continue;
-        }
+        const int used = xd_xc_config_argv(&o->xc, "bench engine", argc, argv, &i);
+        if (used < 0) return -1;
+        if (used) continue;
         if (i + 1 >= argc) {
             fprintf(stderr, "expertd bench engine: unknown option or missing value: %s\n", a);
             return -1;

@@ -217,6 +217,11 @@ const char *xd_xc_format_size(uint64_t bytes, char *buf, size_t n);
  * val (argv strings). */
 int xd_xc_config_option(struct xd_xc_config *cfg, const char *flag, const char *val, char *err,
                         size_t errlen);
+/* The argv loop's form of xd_xc_config_option: looks at argv[*i] (and argv[*i + 1]); when it is
+ * one of those options, applies it and leaves *i on the last argument it used. Returns 1 (used),
+ * 0 (not an expert-cache option: nothing changed) or -1 after printing "expertd CMD: why" to
+ * stderr. */
+int xd_xc_config_argv(struct xd_xc_config *cfg, const char *cmd, int argc, char **argv, int *i);
 /* Help text for those options, one per line, indented by two spaces, for --help. */
 const char *xd_xc_config_usage(void);
 

@@ -101,6 +101,18 @@ static int bad_value(char *err, size_t errlen, const char *flag, const char *wan
     return XD_E_INVALID;
 }
 
+int xd_xc_config_argv(struct xd_xc_config *cfg, const char *cmd, int argc, char **argv, int *i) {
+    char err[256];
+    const int used = xd_xc_config_option(cfg, argv[*i], *i + 1 < argc ? argv[*i + 1] : NULL, err,
+                                         sizeof err);
+    if (used < 0) {
+        fprintf(stderr, "expertd %s: %s\n", cmd, err);
+        return -1;
+    }
+    *i += used > 0 ? used - 1 : 0;
+    return used > 0;
+}
+
 int xd_xc_config_option(struct xd_xc_config *cfg, const char *flag, const char *val, char *err,
                         size_t errlen) {
     if (!strcmp(flag, "--no-prefetch")) {

@@ -98,17 +98,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
             o->ignore_eos = true;
             continue;
         }
-        char xerr[256];
-        int used = xd_xc_config_option(&o->xc, a, i + 1 < argc ? argv[i + 1] : NULL, xerr,
-                                       sizeof xerr);
-        if (used < 0) {
-            fprintf(stderr, "expertd run: %s\n", xerr);
-            return -1;
-        }
-        if (used > 0) {
-            i += used - 1;
-            continue;
-        }
+        const int used = xd_xc_config_argv(&o->xc, "run", argc, argv, &i);
+        if (used < 0) return -1;
+        if (used) continue;
         if (i + 1 >= argc) {
             fprintf(stderr, "expertd run: unknown option or missing value: %s\n", a);
             return -1;

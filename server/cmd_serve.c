@@ -89,16 +89,9 @@ int xd_cmd_serve(int argc, char **argv) {
             c.quiet = true;
             continue;
         }
-        char xerr[256];
-        int used = xd_xc_config_option(&c.xc, a, i + 1 < argc ? argv[i + 1] : NULL, xerr, sizeof xerr);
-        if (used < 0) {
-            fprintf(stderr, "expertd serve: %s\n", xerr);
-            return 2;
-        }
-        if (used > 0) {
-            i += used - 1;
-            continue;
-        }
+        const int used = xd_xc_config_argv(&c.xc, "serve", argc, argv, &i);
+        if (used < 0) return 2;
+        if (used) continue;
         if (i + 1 >= argc) {
             fprintf(stderr, "expertd serve: unknown option or missing value: %s\n", a);
             return 2;
