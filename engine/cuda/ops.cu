@@ -28,13 +28,14 @@ __global__ void k_rope_store(float *q, float *k, const float *v, int64_t qd, int
                              const int32_t *pos, const int32_t *seq, int n_head, int n_head_kv,
                              int hd, int n_rot, float theta_scale, int neox, __half *kc,
                              __half *vc, size_t layer_off, int32_t n_ctx) {
-    const int t = blockIdx.x;
+    /* block (h, t): head h of token t (q heads, then k heads); a k head also stores its K and
+     * V rows. One block per head keeps this a ~3 us kernel at decode (one block per token
+     * walking every head took ~20 us on an H100). */
+    const int h = blockIdx.x, t = blockIdx.y;
     const int p = pos[t];
-    float *qt = q + t * qd, *kt = k + t * kvd;
-    const int half = n_rot / 2, n_pairs = (n_head + n_head_kv) * half;
-    for (int j = threadIdx.x; j < n_pairs; j += blockDim.x) {
-        const int h = j / half, i = j % half;
-        float *vh = h < n_head ? qt + h * hd : kt + (h - n_head) * hd;
+    const int half = n_rot / 2;
+    float *vh = h < n_head ? q + t * qd + h * hd : k + t * kvd + (h - n_head) * hd;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float theta = (float)p;
         for (int s = 0; s < i; s++) theta *= theta_scale;
         const float c = cosf(theta), sn = sinf(theta);
@@ -43,11 +44,13 @@ __global__ void k_rope_store(float *q, float *k, const float *v, int64_t qd, int
         vh[a] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
         vh[b] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
     }
+    if (h < n_head) return;
     __syncthreads();
-    const size_t row = layer_off + ((size_t)seq[t] * (size_t)n_ctx + (size_t)p) * (size_t)kvd;
-    for (int64_t i = threadIdx.x; i < kvd; i += blockDim.x) {
-        kc[row + i] = __float2half_rn(kt[i]);
-        vc[row + i] = __float2half_rn(v[t * kvd + i]);
+    const int64_t off = (int64_t)(h - n_head) * hd;
+    const size_t row = layer_off + ((size_t)seq[t] * (size_t)n_ctx + (size_t)p) * (size_t)kvd + off;
+    for (int64_t i = threadIdx.x; i < hd; i += blockDim.x) {
+        kc[row + i] = __float2half_rn(vh[i]);
+        vc[row + i] = __float2half_rn(v[t * kvd + off + i]);
     }
 }
 
@@ -179,8 +182,9 @@ bool attention_wide_ok(int hd, int64_t kvd) {
 
 /* x[t] += sum_j w[t,j] * y[t*k + j], j in slot order (the per-(token, slot) expert outputs) */
 __global__ void k_moe_combine(float *x, const float *y, const float *w, int k, int64_t d) {
-    const int t = blockIdx.x;
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+    const int t = blockIdx.y;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < d;
+         i += (int64_t)gridDim.x * blockDim.x) {
         float o = 0.0f;
         for (int j = 0; j < k; j++) o = mad_nc(w[t * k + j], y[((int64_t)t * k + j) * d + i], o);
         x[t * d + i] = __fadd_rn(x[t * d + i], o);
@@ -192,7 +196,9 @@ __global__ void k_moe_combine(float *x, const float *y, const float *w, int k, i
 cudaError_t rmsnorm(float *y, const float *x, const float *w, int64_t n_rows, int64_t len,
                     float eps, cudaStream_t st) {
     if (n_rows <= 0) return cudaSuccess;
-    const int threads = len >= 1024 ? 512 : len >= 256 ? 256 : 64;
+    /* the row is one block (one reduction): as many threads as elements, up to 1024, so each
+     * thread's loop is short (it is latency, not bandwidth, at decode) */
+    const int threads = len >= 1024 ? 1024 : len >= 256 ? 256 : 64;
     k_rmsnorm<<<(unsigned)n_rows, threads, 0, st>>>(y, x, w, len, eps);
     return cudaGetLastError();
 }
@@ -201,7 +207,7 @@ cudaError_t rope_store(const rope_args &a, float *q, float *k, const float *v, c
                        const int32_t *seq, int n_tok, __half *kc, __half *vc, size_t layer_off,
                        cudaStream_t st) {
     if (n_tok <= 0) return cudaSuccess;
-    k_rope_store<<<n_tok, 128, 0, st>>>(q, k, v, (int64_t)a.n_head * a.hd,
+    k_rope_store<<<dim3((unsigned)(a.n_head + a.n_head_kv), (unsigned)n_tok), 64, 0, st>>>(q, k, v, (int64_t)a.n_head * a.hd,
                                         (int64_t)a.n_head_kv * a.hd, pos, seq, a.n_head,
                                         a.n_head_kv, a.hd, a.n_rot, a.theta_scale, a.neox, kc, vc,
                                         layer_off, a.n_ctx);
@@ -241,7 +247,8 @@ cudaError_t attention(const rope_args &a, float *out, const float *q, const __ha
 cudaError_t moe_combine(float *x, const float *y, const float *w, int k, int64_t d, int n_tok,
                         cudaStream_t st) {
     if (n_tok <= 0) return cudaSuccess;
-    k_moe_combine<<<n_tok, 256, 0, st>>>(x, y, w, k, d);
+    /* a thread per element (one block per token walking d took ~20 us at decode) */
+    k_moe_combine<<<dim3((unsigned)((d + 255) / 256), (unsigned)n_tok), 256, 0, st>>>(x, y, w, k, d);
     return cudaGetLastError();
 }
 
