@@ -88,6 +88,19 @@ Test(cuda_golden, qwen3moe_q8_0, .timeout = 300) { golden("qwen3moe-tiny-q8_0");
 
 /* ---- CUDA against the CPU, and against itself -------------------------------------------------- */
 
+/* whether any matrix of m has type t */
+static bool xd_test_has_type(const struct xd_model *m, uint32_t t) {
+    if (m->output.type == t) return true;
+    for (int64_t l = 0; l < m->hp.n_layer; l++) {
+        const struct xd_layer *L = &m->layers[l];
+        const struct xd_tensor *ts[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_gate, &L->ffn_up,
+                                        &L->ffn_down, &L->gate_exps, &L->up_exps, &L->down_exps};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            if (ts[i]->data && ts[i]->type == t) return true;
+    }
+    return false;
+}
+
 #define STEPS 6
 static const char *const prompt = "Once upon a time, in a land far away, there lived a";
 
@@ -97,21 +110,31 @@ Test(cuda, logits_close_to_cpu, .timeout = 300) {
         struct xd_model *m = xc_load(xc_fixtures[f], NULL);
         const size_t n = (size_t)(STEPS + 1) * (size_t)m->hp.n_vocab;
         float *cpu = malloc(n * sizeof *cpu), *gpu = malloc(n * sizeof *gpu);
+        float *fast = malloc(n * sizeof *fast);
         cr_assert_eq(xc_greedy_on(m, NULL, "cpu-ref", prompt, STEPS, cpu), 0);
         cr_assert_eq(xc_greedy_on(m, NULL, "cuda", prompt, STEPS, gpu), 0);
-        double worst = 0, scale = 0;
+        /* the CPU's own 8-bit-activation backend (it passes the goldens) against its float
+         * reference: the CUDA backend's Q4_K kernels use the same 8-bit activations, so on
+         * files with Q4_K they may stray from the float reference as far as it does (x2) */
+        cr_assert_eq(xc_greedy_on(m, NULL, "cpu", prompt, STEPS, fast), 0);
+        double worst = 0, scale = 0, fast_worst = 0;
         for (size_t i = 0; i < n; i++) {
             worst = fmax(worst, fabs((double)cpu[i] - gpu[i]));
+            fast_worst = fmax(fast_worst, fabs((double)cpu[i] - fast[i]));
             scale = fmax(scale, fabs((double)cpu[i]));
         }
+        double tol = 1e-3 * (1.0 + scale);
+        if (xd_test_has_type(m, XD_TYPE_Q4_K)) tol = fmax(tol, 2.0 * fast_worst);
         cr_log_info("%s: max |logit cuda - cpu-ref| = %.2e (largest logit %.2f)", xc_fixtures[f],
                     worst, scale);
-        fprintf(stderr, "cuda vs cpu-ref %s: max |logit diff| %.2e (largest logit %.2f)\n",
-                xc_fixtures[f], worst, scale);
-        cr_expect_lt(worst, 1e-3 * (1.0 + scale), "%s: CUDA logits differ from the CPU by %g",
-                     xc_fixtures[f], worst);
+        fprintf(stderr, "cuda vs cpu-ref %s: max |logit diff| %.2e, cpu (8-bit) vs cpu-ref %.2e, "
+                "tolerance %.2e (largest logit %.2f)\n", xc_fixtures[f], worst, fast_worst, tol,
+                scale);
+        cr_expect_lt(worst, tol, "%s: CUDA logits differ from the CPU by %g", xc_fixtures[f],
+                     worst);
         free(cpu);
         free(gpu);
+        free(fast);
         xd_model_free(m);
     }
 }

@@ -483,13 +483,27 @@ struct rows {
     int64_t ld;
     const int32_t *idx;
     int32_t div;
+    /* optional: the same rows quantized by quant_q8_256 (q8_ld bytes apart, same indexing);
+     * Q4_K matrices then take the 8-bit-activation kernel */
+    const uint8_t *q8;
+    size_t q8_ld;
 };
+
+/* Bytes of one row of n (a multiple of 256) activations quantized by quant_q8_256: the n
+ * codes, then n/256 float scales, then n/256 x 8 int32 sums of the codes of each 32. */
+inline size_t q8_row_bytes(int64_t n) { return ((size_t)n + 36 * (size_t)(n / 256) + 15) & ~(size_t)15; }
 
 /* ---- launchers (all on stream st; 0 or a cudaError_t from the launch) --------------------- */
 /* y[i] (n_out,) = W @ x[i] (+ y[i] when add), for i < n_tok. Rows: see struct rows. */
 cudaError_t mm(const dmat &w, rows x, rows y, int n_tok, bool add, cudaStream_t st);
 /* y[i] (n_out,) = silu(Wg @ x[i]) * (Wu @ x[i]); Wg and Wu of the same shape and type. */
 cudaError_t mm_swiglu(const dmat &wg, const dmat &wu, rows x, rows y, int n_tok, cudaStream_t st);
+/* dst row r (dst_ld bytes apart) = rows 0..n_rows-1 of x (n floats each, x.idx ignored)
+ * quantized per 256 as the CPU's xd__act_q8_256_ref: d = 1/(127/max|x|), q = round(x/d) */
+cudaError_t quant_q8_256(const rows &x, int n_rows, int64_t n, uint8_t *dst, size_t dst_ld,
+                         cudaStream_t st);
+/* whether a matmul with w would use the 8-bit activations of rows.q8 */
+bool mm_wants_q8(const dmat &w);
 /* y[t] (n,) = row tok[t] of emb as floats */
 cudaError_t get_rows(const dmat &emb, const int32_t *tok, float *y, int n_tok, cudaStream_t st);
 

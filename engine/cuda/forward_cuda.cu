@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda_ops.cuh"
 
@@ -58,6 +59,25 @@ struct dlayer {
     up_tensor exps[3]; /* gate, up, down (resident cache only) */
 };
 
+/* XD_CUDA_PROF=1: a cudaEvent at every phase of the forward pass; at destroy, stderr gets the
+ * GPU-timeline time between consecutive marks (kernel time plus any idle gap before the next
+ * mark's work arrived) per phase, separately for one-token chunks (decode) and the rest, next
+ * to the host wall time of the calls. Off by default: the marks cost ~1 us of host time each. */
+constexpr int PROF_MARKS = 512, PROF_PHASES = 48;
+struct prof {
+    cudaEvent_t ev[PROF_MARKS];
+    const char *lab[PROF_MARKS];
+    int n;
+    struct {
+        const char *lab;
+        double ms[2];
+        long cnt[2];
+    } acc[PROF_PHASES];
+    int nacc;
+    double wall_ms[2];
+    long calls[2];
+};
+
 }  // namespace
 
 struct xd_cuda_ctx {
@@ -80,6 +100,11 @@ struct xd_cuda_ctx {
     size_t layer_kv; /* elements of one layer's K (or V) */
     /* activations */
     float *x, *xb, *q, *k, *v, *att, *h, *slot_out, *router, *logits;
+    /* 8-bit activations for the Q4_K kernels (quant_q8_256), when the model has Q4_K matrices:
+     * qx for the normed rows (d wide) or the attention output (qd wide), qh for the FFN rows */
+    bool q8;
+    uint8_t *qx, *qh;
+    size_t qx_ld_d, qx_ld_qd, qh_ld;
     int32_t *d_in;    /* [4 x n_batch]: tokens, positions, sequences, wanted rows */
     int32_t *d_order; /* [2 x n_batch x k]: per chunk order [n x k], then weights [n x k] */
     uint8_t *fallback; /* one expert, for host-slot caches */
@@ -91,6 +116,7 @@ struct xd_cuda_ctx {
     /* host routing scratch */
     int32_t *sel, *count, *need, *votes, *hint, *spec_sel;
     float *selw, *spec_w;
+    prof *pf; /* XD_CUDA_PROF=1 only */
 };
 
 namespace {
@@ -113,6 +139,50 @@ int cuda_fail(xd_cuda_ctx *c, cudaError_t e, const char *what) {
         cudaError_t e__ = (call);                                                                \
         if (e__ != cudaSuccess) return cuda_fail((c), e__, (what));                              \
     } while (0)
+
+void mark(xd_cuda_ctx *c, const char *lab) {
+    prof *p = c->pf;
+    if (!p || p->n == PROF_MARKS) return;
+    cudaEventRecord(p->ev[p->n], c->st);
+    p->lab[p->n++] = lab;
+}
+
+void prof_collect(xd_cuda_ctx *c, int32_t n_tok, double wall_ms) {
+    prof *p = c->pf;
+    const int k = n_tok == 1 ? 0 : 1;
+    p->wall_ms[k] += wall_ms;
+    p->calls[k]++;
+    for (int i = 0; i + 1 < p->n; i++) {
+        float ms = 0.0f;
+        if (cudaEventElapsedTime(&ms, p->ev[i], p->ev[i + 1]) != cudaSuccess) continue;
+        int a = 0;
+        while (a < p->nacc && strcmp(p->acc[a].lab, p->lab[i])) a++;
+        if (a == p->nacc) {
+            if (p->nacc == PROF_PHASES) continue;
+            p->acc[p->nacc++].lab = p->lab[i];
+        }
+        p->acc[a].ms[k] += ms;
+        p->acc[a].cnt[k]++;
+    }
+    p->n = 0;
+}
+
+void prof_report(const xd_cuda_ctx *c) {
+    const prof *p = c->pf;
+    for (int k = 0; k < 2; k++) {
+        if (!p->calls[k]) continue;
+        double gpu = 0.0;
+        for (int a = 0; a < p->nacc; a++) gpu += p->acc[a].ms[k];
+        fprintf(stderr, "cuda profile, %s: %ld calls, host wall %.1f us/call, GPU timeline %.1f us/call\n",
+                k ? "chunks of > 1 token" : "one-token chunks", p->calls[k],
+                1e3 * p->wall_ms[k] / (double)p->calls[k], 1e3 * gpu / (double)p->calls[k]);
+        for (int a = 0; a < p->nacc; a++)
+            if (p->acc[a].cnt[k])
+                fprintf(stderr, "  %-22s %9.1f us/call  %5.1f%%  (%ld marks)\n", p->acc[a].lab,
+                        1e3 * p->acc[a].ms[k] / (double)p->calls[k],
+                        gpu > 0 ? 100.0 * p->acc[a].ms[k] / gpu : 0.0, p->acc[a].cnt[k]);
+    }
+}
 
 int dalloc(xd_cuda_ctx *c, size_t bytes, void **out, const char *what) {
     if (c->n_allocs == c->cap_allocs) {
@@ -226,6 +296,42 @@ int upload_weights(xd_cuda_ctx *c) {
     return 0;
 }
 
+/* whether any matrix of the model would use 8-bit activations */
+bool model_wants_q8(const xd_cuda_ctx *c) {
+    const struct xd_hparams *hp = &c->m->hp;
+    if (mm_wants_q8(c->output)) return true;
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        const dlayer *D = &c->L[l];
+        const struct xd_layer *S = &c->m->layers[l];
+        const dmat ms[] = {D->wq, D->wk, D->wv, D->wo, D->gate_inp, D->ffn_gate, D->ffn_up, D->ffn_down};
+        for (const dmat &w : ms)
+            if (mm_wants_q8(w)) return true;
+        if (c->m->moe && (S->gate_exps.type == XD_TYPE_Q4_K || S->down_exps.type == XD_TYPE_Q4_K))
+            return true;
+    }
+    return false;
+}
+
+/* x rows [n x len] as 8-bit codes into buf (ld bytes a row), and the rows operand naming both */
+int quant_rows(xd_cuda_ctx *c, float *x, int64_t len, int32_t n, uint8_t *buf, size_t ld,
+               const int32_t *idx, int32_t div, rows *out) {
+    *out = rows{x, len, idx, div, nullptr, 0};
+    if (!c->q8) return 0;
+    CU(c, quant_q8_256(*out, n, len, buf, ld, c->st), "8-bit activations");
+    out->q8 = buf, out->q8_ld = ld;
+    return 0;
+}
+
+/* xb = rmsnorm(x) * w over n rows of d, and its 8-bit codes into qx when the model uses them
+ * (a kernel of its own: fusing it into the norm is an open item). out: xb as a matmul operand,
+ * rows picked through idx. */
+int norm_rows(xd_cuda_ctx *c, const float *w, int32_t n, const int32_t *idx, rows *out) {
+    const struct xd_hparams *hp = &c->m->hp;
+    const int64_t d = hp->d_model;
+    CU(c, rmsnorm(c->xb, c->x, w, n, d, hp->rms_eps, c->st), "rmsnorm");
+    return quant_rows(c, c->xb, d, n, c->qx, c->qx_ld_d, idx, 1, out);
+}
+
 template <class T> T *host_array(size_t n, bool *ok) {
     T *p = (T *)calloc(n ? n : 1, sizeof(T));
     if (!p) *ok = false;
@@ -263,6 +369,13 @@ extern "C" int xd_cuda_ctx_create(const struct xd_model *m, const struct xd_cuda
     cudaError_t e;
     if (!rc && (e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess)
         rc = cuda_fail(c, e, "stream");
+    const char *pe = getenv("XD_CUDA_PROF");
+    if (!rc && pe && *pe == '1') {
+        c->pf = (prof *)calloc(1, sizeof *c->pf);
+        if (!c->pf) rc = fail(c, XD_E_NOMEM, "out of memory");
+        for (int i = 0; !rc && i < PROF_MARKS; i++)
+            if ((e = cudaEventCreate(&c->pf->ev[i])) != cudaSuccess) rc = cuda_fail(c, e, "event");
+    }
     if (!rc && (e = attention_smem_setup(c->n_ctx)) != cudaSuccess)
         rc = fail(c, XD_E_UNSUPPORTED, "CUDA: attention over %d positions needs %zu KiB of shared "
                   "memory: %s", c->n_ctx, (size_t)c->n_ctx * 4 / 1024, cudaGetErrorString(e));
@@ -298,6 +411,14 @@ extern "C" int xd_cuda_ctx_create(const struct xd_model *m, const struct xd_cuda
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0] && !rc; i++)
         rc = dalloc(c, bufs[i].bytes, bufs[i].p, bufs[i].what);
+    c->q8 = !rc && model_wants_q8(c) && d % 256 == 0 && qd % 256 == 0 && ff % 256 == 0;
+    if (c->q8) {
+        c->qx_ld_d = q8_row_bytes((int64_t)d), c->qx_ld_qd = q8_row_bytes((int64_t)qd);
+        c->qh_ld = q8_row_bytes((int64_t)ff);
+        const size_t wide = c->qx_ld_d > c->qx_ld_qd ? c->qx_ld_d : c->qx_ld_qd;
+        rc = dalloc(c, n * wide, (void **)&c->qx, "8-bit activations");
+        if (!rc) rc = dalloc(c, n * c->qh_ld, (void **)&c->qh, "8-bit activations");
+    }
     if (!rc && m->moe && c->offloaded) {
         c->fallback_bytes = 0; /* the largest expert of any layer (types may differ) */
         for (int64_t l = 0; l < hp->n_layer; l++) {
@@ -342,6 +463,12 @@ extern "C" int xd_cuda_ctx_create(const struct xd_model *m, const struct xd_cuda
 extern "C" void xd_cuda_ctx_destroy(struct xd_cuda_ctx *c) {
     if (!c) return;
     if (c->st) cudaStreamSynchronize(c->st);
+    if (c->pf) {
+        prof_report(c);
+        for (int i = 0; i < PROF_MARKS; i++)
+            if (c->pf->ev[i]) cudaEventDestroy(c->pf->ev[i]);
+        free(c->pf);
+    }
     for (int i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i]);
     free(c->allocs);
     if (c->st) cudaStreamDestroy(c->st);
@@ -415,15 +542,18 @@ int moe_ffn(xd_cuda_ctx *c, int64_t l, int32_t n, struct xd_stats *stats) {
     const int64_t P = l + c->prefetch_layers < hp->n_layer ? c->prefetch_layers
                                                            : hp->n_layer - 1 - l;
     /* router logits [n x ne] = W_gate_inp @ xb; and the guesses for the next P layers */
-    CU(c, mm(D->gate_inp, rows{c->xb, d, nullptr, 1}, rows{c->router, ne, nullptr, 1}, n, false,
+    mark(c, "router");
+    const rows xq = {c->xb, d, nullptr, 1, c->q8 ? c->qx : nullptr, c->qx_ld_d};
+    CU(c, mm(D->gate_inp, xq, rows{c->router, ne, nullptr, 1, nullptr, 0}, n, false,
              c->st), "router");
     for (int64_t i = 0; i < P; i++) {
         const dlayer *N = &c->L[l + 1 + i];
         float *r = c->router + (size_t)(1 + i) * (size_t)n * ne;
         CU(c, rmsnorm(c->att, c->x, N->ffn_norm, n, d, hp->rms_eps, c->st), "rmsnorm");
-        CU(c, mm(N->gate_inp, rows{c->att, d, nullptr, 1}, rows{r, ne, nullptr, 1}, n, false,
+        CU(c, mm(N->gate_inp, rows{c->att, d, nullptr, 1, nullptr, 0}, rows{r, ne, nullptr, 1, nullptr, 0}, n, false,
                  c->st), "router guess");
     }
+    mark(c, "d2h+sync+route+begin");
     CU(c, cudaMemcpyAsync(c->h_router, c->router, (size_t)(1 + P) * n * ne * 4,
                           cudaMemcpyDeviceToHost, c->st), "router logits to host");
     CU(c, cudaStreamSynchronize(c->st), "router");
@@ -449,6 +579,7 @@ int moe_ffn(xd_cuda_ctx *c, int64_t l, int32_t n, struct xd_stats *stats) {
         prefetch_hints(c, l + 1 + i, c->h_router + (size_t)(1 + i) * (size_t)n * ne, n);
     int32_t e;
     struct xd_expert_view ev;
+    mark(c, "experts");
     while ((rc = xd_xc_set_next(c->set, &e, &ev)) > 0) {
         const int32_t lo = count[e], mt = count[e + 1] - lo;
         const uint8_t *pg, *pu, *pd;
@@ -459,13 +590,19 @@ int moe_ffn(xd_cuda_ctx *c, int64_t l, int32_t n, struct xd_stats *stats) {
         cudaError_t ce = cudaSuccess;
         if (!r2) {
             /* h [mt x ff] = silu(W_gate @ xg) * (W_up @ xg), xg gathered from xb */
-            ce = mm_swiglu(mat_of(&ev.gate, pg), mat_of(&ev.up, pu),
-                           rows{c->xb, d, c->d_order + lo, (int32_t)k}, rows{c->h, ff, nullptr, 1},
-                           mt, c->st);
+            rows xg = xq;
+            xg.idx = c->d_order + lo, xg.div = (int32_t)k;
+            ce = mm_swiglu(mat_of(&ev.gate, pg), mat_of(&ev.up, pu), xg,
+                           rows{c->h, ff, nullptr, 1, nullptr, 0}, mt, c->st);
             /* slot_out[order[lo+i]] (d,) = W_down @ h[i] */
+            rows hr = {c->h, ff, nullptr, 1, nullptr, 0};
+            if (ce == cudaSuccess && c->q8) {
+                ce = quant_q8_256(hr, mt, ff, c->qh, c->qh_ld, c->st);
+                hr.q8 = c->qh, hr.q8_ld = c->qh_ld;
+            }
             if (ce == cudaSuccess)
-                ce = mm(mat_of(&ev.down, pd), rows{c->h, ff, nullptr, 1},
-                        rows{c->slot_out, d, c->d_order + lo, 1}, mt, false, c->st);
+                ce = mm(mat_of(&ev.down, pd), hr, rows{c->slot_out, d, c->d_order + lo, 1, nullptr, 0}, mt,
+                        false, c->st);
             /* the cache may refill an offloaded slot as soon as it is released */
             if (ce == cudaSuccess && (c->offloaded || fb)) ce = cudaStreamSynchronize(c->st);
         }
@@ -483,6 +620,7 @@ int moe_ffn(xd_cuda_ctx *c, int64_t l, int32_t n, struct xd_stats *stats) {
     }
     if (rc < 0) return fail(c, rc, "expert read failed: %s", xd_strerror(rc));
     /* x[t] += sum_j w[t,j] * slot_out[t,j], in slot order */
+    mark(c, "combine");
     CU(c, moe_combine(c->x, c->slot_out, d_selw, (int)k, d, n, c->st), "moe combine");
     return 0;
 }
@@ -500,6 +638,9 @@ extern "C" int xd_cuda_forward(struct xd_cuda_ctx *c, int32_t n, const int32_t *
     if (n <= 0) return 0;
     if (n > c->n_batch) return fail(c, XD_E_INVALID, "chunk larger than n_batch");
     /* batch up: tokens, positions, sequences, wanted rows */
+    struct timespec w0;
+    if (c->pf) clock_gettime(CLOCK_MONOTONIC, &w0);
+    mark(c, "upload");
     int32_t n_want = 0;
     for (int32_t t = 0; t < n; t++) {
         c->h_in[t] = tok[t];
@@ -514,46 +655,71 @@ extern "C" int xd_cuda_forward(struct xd_cuda_ctx *c, int32_t n, const int32_t *
     const rope_args ra = {(int)hp->n_head, (int)hp->n_head_kv, (int)hd, (int)hp->n_rot,
                           m->rope == XD_ROPE_NEOX, powf(hp->rope_base, -2.0f / (float)hp->n_rot),
                           c->n_ctx};
-    const rows X = {c->x, d, nullptr, 1}, XB = {c->xb, d, nullptr, 1};
+    const rows X = {c->x, d, nullptr, 1, nullptr, 0};
+    mark(c, "embedding");
     CU(c, get_rows(c->tok_embd, d_tok, c->x, n, c->st), "embedding");
     for (int64_t l = 0; l < hp->n_layer; l++) {
         const dlayer *D = &c->L[l];
         const size_t loff = (size_t)l * c->layer_kv;
         /* attention: xb = rmsnorm(x); q,k,v = W xb; (qk-norm); rope; store; attend; x += Wo att */
-        CU(c, rmsnorm(c->xb, c->x, D->attn_norm, n, d, hp->rms_eps, c->st), "rmsnorm");
-        CU(c, mm(D->wq, XB, rows{c->q, qd, nullptr, 1}, n, false, c->st), "wq");
-        CU(c, mm(D->wk, XB, rows{c->k, kvd, nullptr, 1}, n, false, c->st), "wk");
-        CU(c, mm(D->wv, XB, rows{c->v, kvd, nullptr, 1}, n, false, c->st), "wv");
+        mark(c, "attn_norm");
+        rows XB;
+        if (int rc = norm_rows(c, D->attn_norm, n, nullptr, &XB)) return rc;
+        mark(c, "wq+wk+wv");
+        CU(c, mm(D->wq, XB, rows{c->q, qd, nullptr, 1, nullptr, 0}, n, false, c->st), "wq");
+        CU(c, mm(D->wk, XB, rows{c->k, kvd, nullptr, 1, nullptr, 0}, n, false, c->st), "wk");
+        CU(c, mm(D->wv, XB, rows{c->v, kvd, nullptr, 1, nullptr, 0}, n, false, c->st), "wv");
         if (m->qk_norm) {
             CU(c, rmsnorm(c->q, c->q, D->q_norm, n * hp->n_head, hd, hp->rms_eps, c->st), "q norm");
             CU(c, rmsnorm(c->k, c->k, D->k_norm, n * hp->n_head_kv, hd, hp->rms_eps, c->st),
                "k norm");
         }
+        mark(c, "rope_store");
         CU(c, rope_store(ra, c->q, c->k, c->v, d_pos, d_seq, n, c->kc, c->vc, loff, c->st),
            "rope");
+        mark(c, "attention");
         CU(c, attention(ra, c->att, c->q, c->kc, c->vc, loff, d_pos, d_seq, n, scale, c->st),
            "attention");
-        CU(c, mm(D->wo, rows{c->att, qd, nullptr, 1}, X, n, true, c->st), "wo");
+        mark(c, "wo");
+        rows AT;
+        if (int rc = quant_rows(c, c->att, qd, n, c->qx, c->qx_ld_qd, nullptr, 1, &AT)) return rc;
+        CU(c, mm(D->wo, AT, X, n, true, c->st), "wo");
         /* feed-forward: xb = rmsnorm(x); x += ffn(xb) */
-        CU(c, rmsnorm(c->xb, c->x, D->ffn_norm, n, d, hp->rms_eps, c->st), "rmsnorm");
+        mark(c, "ffn_norm");
+        if (int rc = norm_rows(c, D->ffn_norm, n, nullptr, &XB)) return rc;
         if (m->moe) {
             int rc = moe_ffn(c, l, n, stats);
             if (rc) return rc;
         } else {
-            CU(c, mm_swiglu(D->ffn_gate, D->ffn_up, XB, rows{c->h, hp->n_ff, nullptr, 1}, n, c->st),
+            CU(c, mm_swiglu(D->ffn_gate, D->ffn_up, XB, rows{c->h, hp->n_ff, nullptr, 1, nullptr, 0}, n, c->st),
                "ffn gate/up");
-            CU(c, mm(D->ffn_down, rows{c->h, hp->n_ff, nullptr, 1}, X, n, true, c->st), "ffn down");
+            rows H = {c->h, hp->n_ff, nullptr, 1, nullptr, 0};
+            if (c->q8 && hp->n_ff % 256 == 0) {
+                CU(c, quant_q8_256(H, n, hp->n_ff, c->qh, q8_row_bytes(hp->n_ff), c->st), "8-bit activations");
+                H.q8 = c->qh, H.q8_ld = q8_row_bytes(hp->n_ff);
+            }
+            CU(c, mm(D->ffn_down, H, X, n, true, c->st), "ffn down");
         }
     }
     /* logits of the wanted rows: rmsnorm(x) @ W_out */
     if (n_want) {
-        CU(c, rmsnorm(c->xb, c->x, c->output_norm, n, d, hp->rms_eps, c->st), "rmsnorm");
-        CU(c, mm(c->output, rows{c->xb, d, d_want, 1}, rows{c->logits, nv, nullptr, 1}, n_want,
+        mark(c, "output_norm");
+        rows XO;
+        if (int rc = norm_rows(c, c->output_norm, n, d_want, &XO)) return rc;
+        mark(c, "output");
+        CU(c, mm(c->output, XO, rows{c->logits, nv, nullptr, 1, nullptr, 0}, n_want,
                  false, c->st), "output");
+        mark(c, "logits_d2h");
         CU(c, cudaMemcpyAsync(logits + *n_out * nv, c->logits, (size_t)n_want * nv * 4,
                               cudaMemcpyDeviceToHost, c->st), "logits to host");
     }
+    mark(c, "end");
     CU(c, cudaStreamSynchronize(c->st), "forward");
+    if (c->pf) {
+        struct timespec w1;
+        clock_gettime(CLOCK_MONOTONIC, &w1);
+        prof_collect(c, n, 1e3 * (double)(w1.tv_sec - w0.tv_sec) + 1e-6 * (double)(w1.tv_nsec - w0.tv_nsec));
+    }
     *n_out += n_want;
     return 0;
 }

@@ -149,6 +149,16 @@ __device__ __forceinline__ void q4k_dm(const uint4 &h, int j, float *dl, float *
     *dl = __fmul_rn(d, (float)sc);
     *ml = __fmul_rn(dmin, (float)m);
 }
+/* the 6-bit scale and min of sub-block j, as integers */
+__device__ __forceinline__ void q4k_scm(const uint4 &h, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = byte_of(h, j) & 63;
+        *m = byte_of(h, j + 4) & 63;
+    } else {
+        *sc = (byte_of(h, j + 4) & 0x0f) | ((byte_of(h, j - 4) >> 6) << 4);
+        *m = (byte_of(h, j + 4) >> 4) | ((byte_of(h, j) >> 6) << 4);
+    }
+}
 /* sum of 16 x in order, and sum of w*x in order (FMA chain from 0) */
 __device__ __forceinline__ float sum16(const float4 *x) {
     float s = 0.0f;
@@ -260,6 +270,137 @@ __global__ void __launch_bounds__(Q4K_WARPS * 32)
     }
 }
 
+/* ---- Q4_K with 8-bit activations (llama.cpp's mmvq idea, our layout) ------------------- *
+ * x arrives quantized per 256 values exactly as the CPU backend quantizes it for k-quants
+ * (quant_q8_256: codes, one scale per 256, sums of the codes per 32). Lane l takes the same
+ * 16-byte run of quant bytes as k_mm_q4k and the 2 x 16 matching activation codes (two more
+ * 16-byte loads), forms the two 16-element integer dot products with 8 dp4a (nibbles masked
+ * out 4 at a time: no per-weight conversion at all), applies the sub-block scales and mins
+ * in integers, and adds its part with two fma: acc = fma(d*dx, I1, acc), acc = fma(-(dmin*dx),
+ * I2, acc). Lanes are summed by the fixed tree at the end. Integer parts are exact; the float
+ * order per token is fixed (lane, then super-block, then tree), so batch == alone and
+ * offloaded == resident hold bit for bit as for the float kernels. The activation rounding
+ * is the CPU backend's (and llama.cpp's): the golden rule's 8-bit-activation tolerance. */
+template <int NT, int R, bool DUAL>
+__global__ void __launch_bounds__(Q4K_WARPS * 32)
+    k_mm_q4k8(dmat w, dmat w2, rows x, rows y, int n_tok, bool add) {
+    constexpr int NM = DUAL ? 2 : 1;
+    const int lane = threadIdx.x & 31, sbi = lane >> 3, c = lane & 7;
+    const int64_t r0 = ((int64_t)blockIdx.x * Q4K_WARPS + (threadIdx.x >> 5)) * R;
+    if (r0 >= w.n_out) return; /* whole warps only */
+    const int t0 = (int)blockIdx.y * NT;
+    const int nt = n_tok - t0 < NT ? n_tok - t0 : NT;
+    const int nsb = (int)(w.n_in / 256);
+    const uint8_t *xq[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const int64_t j = t < nt ? (x.idx ? x.idx[t0 + t] / x.div : t0 + t) : 0;
+        xq[t] = x.q8 + (size_t)j * x.q8_ld;
+    }
+    const uint8_t *rp[NM][R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int64_t rr = r0 + r < w.n_out ? r0 + r : w.n_out - 1;
+        rp[0][r] = w.data + (size_t)rr * w.row_bytes;
+        if (DUAL) rp[NM - 1][r] = w2.data + (size_t)rr * w2.row_bytes;
+    }
+    float acc[NM][R][NT];
+#pragma unroll
+    for (int m = 0; m < NM; m++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0f;
+    const bool a16 = (((uintptr_t)w.data | (uintptr_t)(DUAL ? w2.data : w.data)) & 15) == 0;
+    const int qoff = 16 + 32 * (c >> 1) + 16 * (c & 1), j0 = 2 * (c >> 1);
+    const int xoff = 32 * j0 + 16 * (c & 1);
+    const bool even = (c & 1) == 0; /* adds the mins of sub-blocks j0, j0+1 (once per pair) */
+    for (int sb = sbi; sb < nsb; sb += 4) {
+        uint4 hd[NM][R], qs[NM][R];
+#pragma unroll
+        for (int m = 0; m < NM; m++)
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const uint8_t *b = rp[m][r] + (size_t)sb * 144;
+                hd[m][r] = ld128(b, a16);
+                qs[m][r] = ld128(b + qoff, a16);
+            }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t >= nt) break;
+            const uint8_t *xb = xq[t];
+            const uint4 xl = __ldg((const uint4 *)(xb + (size_t)sb * 256 + xoff));
+            const uint4 xh = __ldg((const uint4 *)(xb + (size_t)sb * 256 + xoff + 32));
+            const float dx = __ldg((const float *)(xb + w.n_in) + sb);
+            int bs0 = 0, bs1 = 0;
+            if (even) {
+                const int32_t *bs = (const int32_t *)(xb + w.n_in + 4 * (size_t)nsb) + sb * 8 + j0;
+                bs0 = __ldg(bs), bs1 = __ldg(bs + 1);
+            }
+#pragma unroll
+            for (int m = 0; m < NM; m++)
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    const uint4 q = qs[m][r], h = hd[m][r];
+                    int il = __dp4a((int)(q.x & 0x0F0F0F0Fu), (int)xl.x, 0);
+                    il = __dp4a((int)(q.y & 0x0F0F0F0Fu), (int)xl.y, il);
+                    il = __dp4a((int)(q.z & 0x0F0F0F0Fu), (int)xl.z, il);
+                    il = __dp4a((int)(q.w & 0x0F0F0F0Fu), (int)xl.w, il);
+                    int ih = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), (int)xh.x, 0);
+                    ih = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), (int)xh.y, ih);
+                    ih = __dp4a((int)((q.z >> 4) & 0x0F0F0F0Fu), (int)xh.z, ih);
+                    ih = __dp4a((int)((q.w >> 4) & 0x0F0F0F0Fu), (int)xh.w, ih);
+                    int sc0, m0, sc1, m1;
+                    q4k_scm(h, j0, &sc0, &m0);
+                    q4k_scm(h, j0 + 1, &sc1, &m1);
+                    const int i1 = sc0 * il + sc1 * ih, i2 = m0 * bs0 + m1 * bs1;
+                    const float d = h2f((uint16_t)(h.x & 0xffff)), dmin = h2f((uint16_t)(h.x >> 16));
+                    float a = acc[m][r][t];
+                    a = __fmaf_rn(__fmul_rn(d, dx), (float)i1, a);
+                    a = __fmaf_rn(-__fmul_rn(dmin, dx), (float)i2, a);
+                    acc[m][r][t] = a;
+                }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        if (t >= nt) break;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float s = warp_sum(acc[0][r][t]);
+            float v = s;
+            if (DUAL) {
+                const float s2 = warp_sum(acc[NM - 1][r][t]);
+                v = s / (1.0f + expf(-s)) * s2; /* silu(gate) * up, as ops_cpu.c */
+            }
+            if (lane == 0 && r0 + r < w.n_out) {
+                float *yr = (float *)row_of(y, t0 + t) + r0 + r;
+                *yr = add ? *yr + v : v;
+            }
+        }
+    }
+}
+
+/* codes of 256 floats per block of 256 threads: thread j quantizes element j; each warp is
+ * one sub-block of 32 and sums its codes */
+__global__ void __launch_bounds__(256)
+    k_quant_q8_256(const float *x, int64_t ld, int64_t n, uint8_t *dst, size_t dst_ld) {
+    __shared__ float sh[32];
+    const int sb = blockIdx.x, row = blockIdx.y, j = threadIdx.x;
+    const float v = x[(int64_t)row * ld + (int64_t)sb * 256 + j];
+    const float amax = block_max(fabsf(v), sh);
+    const float id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    const float s = __fmul_rn(v, id);
+    /* q8_round of kernels_ref.c: nearest even, clamped; NaN to -127 */
+    const int q = !(s >= -127.0f) ? -127 : s > 127.0f ? 127 : (int)__float2int_rn(s);
+    uint8_t *o = dst + (size_t)row * dst_ld;
+    o[(int64_t)sb * 256 + j] = (uint8_t)(int8_t)q;
+    int sum = q;
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if ((j & 31) == 0) ((int32_t *)(o + n + 4 * (n / 256)))[sb * 8 + (j >> 5)] = sum;
+    if (j == 0) ((float *)(o + n))[sb] = amax != 0.0f ? __fdiv_rn(1.0f, id) : 0.0f;
+}
+
 /* XD_CUDA_GENERIC_MMV=1: every type through k_mm (A/B timing of the Q4_K kernel only; both
  * paths are deterministic, but they round differently, so never mix them in one comparison) */
 bool generic_only() {
@@ -270,6 +411,28 @@ bool generic_only() {
     }
     return v == 1;
 }
+
+/* XD_CUDA_Q8=0: Q4_K on float activations even where 8-bit ones are given (A/B timing);
+ * XD_CUDA_Q4K8_DUAL_R=1: one row per warp in the fused gate/up 8-bit kernel (default 2).
+ * Rows per warp do not change any token's order of operations: both give the same bits
+ * (the same logits hash on an H100: docs/benchmarks.md). */
+bool q8_off() {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("XD_CUDA_Q8");
+        v = e && *e == '0';
+    }
+    return v == 1;
+}
+bool q4k8_dual_r2() {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("XD_CUDA_Q4K8_DUAL_R");
+        v = !(e && *e == '1');
+    }
+    return v == 1;
+}
+
 
 bool q4k_fast_ok(const dmat &w) {
     /* shape only (never the address), so resident and offloaded copies of a matrix always
@@ -282,15 +445,16 @@ void launch_q4k_t(const dmat &w, const dmat &w2, rows x, rows y, int n_tok, bool
                   cudaStream_t st) {
     const int64_t per = (int64_t)Q4K_WARPS * R;
     const unsigned gx = (unsigned)((w.n_out + per - 1) / per);
-    k_mm_q4k<NT, R, DUAL><<<dim3(gx, (unsigned)((n_tok + NT - 1) / NT)), Q4K_WARPS * 32, 0, st>>>(
-        w, w2, x, y, n_tok, add);
+    const dim3 grid(gx, (unsigned)((n_tok + NT - 1) / NT));
+    if (x.q8) k_mm_q4k8<NT, R, DUAL><<<grid, Q4K_WARPS * 32, 0, st>>>(w, w2, x, y, n_tok, add);
+    else k_mm_q4k<NT, R, DUAL><<<grid, Q4K_WARPS * 32, 0, st>>>(w, w2, x, y, n_tok, add);
 }
 
 template <bool DUAL>
 cudaError_t launch_q4k(const dmat &w, const dmat &w2, rows x, rows y, int n_tok, bool add,
                        cudaStream_t st) {
     /* R from the shape only (never from n_tok): 2 rows per warp where there are rows enough */
-    const bool r2 = w.n_out >= 4096 && !DUAL;
+    const bool r2 = w.n_out >= 4096 && (!DUAL || (x.q8 && q4k8_dual_r2()));
     if (n_tok <= 1) {
         if (r2) launch_q4k_t<1, 2, DUAL>(w, w2, x, y, n_tok, add, st);
         else launch_q4k_t<1, 1, DUAL>(w, w2, x, y, n_tok, add, st);
@@ -345,6 +509,7 @@ struct mm_fn {
     cudaError_t rc;
     template <uint32_t T> void run() {
         if (T == XD_TYPE_Q4_K && !generic_only() && q4k_fast_ok(w) && (!dual || q4k_fast_ok(w2))) {
+            if (q8_off()) x.q8 = nullptr;
             rc = dual ? launch_q4k<true>(w, w2, x, y, n_tok, add, st)
                       : launch_q4k<false>(w, w2, x, y, n_tok, add, st);
             return;
@@ -383,6 +548,19 @@ cudaError_t mm_swiglu(const dmat &wg, const dmat &wu, rows x, rows y, int n_tok,
     mm_fn f{wg, wu, x, y, n_tok, false, true, st, cudaErrorInvalidValue};
     dispatch_type(wg.type, f);
     return f.rc;
+}
+
+bool mm_wants_q8(const dmat &w) {
+    return w.data && w.type == XD_TYPE_Q4_K && !generic_only() && !q8_off() && q4k_fast_ok(w);
+}
+
+cudaError_t quant_q8_256(const rows &x, int n_rows, int64_t n, uint8_t *dst, size_t dst_ld,
+                         cudaStream_t st) {
+    if (n_rows <= 0) return cudaSuccess;
+    if (n % 256) return cudaErrorInvalidValue;
+    k_quant_q8_256<<<dim3((unsigned)(n / 256), (unsigned)n_rows), 256, 0, st>>>(x.base, x.ld, n,
+                                                                              dst, dst_ld);
+    return cudaGetLastError();
 }
 
 cudaError_t get_rows(const dmat &emb, const int32_t *tok, float *y, int n_tok, cudaStream_t st) {
