@@ -25,6 +25,7 @@
 #define XK_INLINE __attribute__((always_inline))
 #define XK_NL 16
 #define XK_TMAX_Q8 8
+#define XK_DIRECT_T_Q8 8 /* 32 zmm registers hold 8 tokens of accumulators */
 #define XK_TMAX_K 4
 
 typedef __m512i vi;

@@ -32,6 +32,9 @@
 
 #define XK_ALWAYS inline __attribute__((always_inline))
 #define XK_DIRECT_T 4 /* tokens up to which the codes are used straight from registers */
+#ifndef XK_DIRECT_T_Q8
+#define XK_DIRECT_T_Q8 XK_DIRECT_T /* the same for Q8_0 (8 where there are 32 vector registers) */
+#endif
 
 /* The rows of a panel; rows past the end of the range repeat the last one. pf: where the next
  * panel's bytes start (NULL: none), pf_step of them to prefetch per block packed. */
@@ -120,8 +123,8 @@ XK_TARGET static void micro_q8_0(const uint8_t *pk, int64_t nb, const uint8_t *x
 XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t nbk,
                                               const uint8_t *xa, size_t xs, float *acc,
                                               const int T) {
-    vf a[XK_DIRECT_T];
-#pragma GCC unroll 4
+    vf a[XK_DIRECT_T_Q8];
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++) a[t] = xk_zerof();
     for (int64_t b = 0; b < nbk; b++) {
         const size_t off = (size_t)b * sizeof(struct xd_block_q8_0);
@@ -129,9 +132,9 @@ XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t 
         vi g[8];
         xk_transpose8(rp, off + 2, g);
         const vf dw = xk_f16_lo(xk_gather_rows(rp, off)); /* d, qs[0..1] */
-        const struct xd_qa32 *x[XK_DIRECT_T];
-        vi is[XK_DIRECT_T];
-#pragma GCC unroll 4
+        const struct xd_qa32 *x[XK_DIRECT_T_Q8];
+        vi is[XK_DIRECT_T_Q8];
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             x[t] = (const struct xd_qa32 *)(xa + (size_t)t * xs) + b;
             is[t] = xk_q8_init(x[t]->sum);
@@ -139,14 +142,14 @@ XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t 
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
             const vi w = xk_q8_prep(g[i]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int t = 0; t < T; t++) is[t] = xk_q8_dot(is[t], w, xk_bcast32(x[t]->q + 4 * i));
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++)
             a[t] = xk_fmadd(xk_mul(dw, xk_set1f(x[t]->d)), xk_cvt(is[t]), a[t]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
 }
 
@@ -534,7 +537,13 @@ XK_TARGET static void direct_q8_0(const struct xk_rows *rp, int64_t nbk, const u
     case 1: direct_q8_0_T(rp, nbk, xa, xs, acc, 1); break;
     case 2: direct_q8_0_T(rp, nbk, xa, xs, acc, 2); break;
     case 3: direct_q8_0_T(rp, nbk, xa, xs, acc, 3); break;
-    default: direct_q8_0_T(rp, nbk, xa, xs, acc, XK_DIRECT_T); break;
+#if XK_DIRECT_T_Q8 >= 8
+    case 4: direct_q8_0_T(rp, nbk, xa, xs, acc, 4); break;
+    case 5: direct_q8_0_T(rp, nbk, xa, xs, acc, 5); break;
+    case 6: direct_q8_0_T(rp, nbk, xa, xs, acc, 6); break;
+    case 7: direct_q8_0_T(rp, nbk, xa, xs, acc, 7); break;
+#endif
+    default: direct_q8_0_T(rp, nbk, xa, xs, acc, XK_DIRECT_T_Q8); break;
     }
 }
 
@@ -582,7 +591,8 @@ struct xk_kind {
     int tmax;       /* tokens per micro-kernel call */
     xk_pack_fn pack;
     xk_micro_fn micro;
-    xk_direct_fn direct; /* for at most XK_DIRECT_T tokens: no packing */
+    xk_direct_fn direct; /* for at most dmax tokens: no packing */
+    int dmax;
 };
 
 /* Up to XK_DIRECT_T tokens the codes are transposed in registers and used at once (the weights
@@ -594,7 +604,7 @@ XK_TARGET static XK_ALWAYS void xk_gemm(const struct xk_kind *k, const struct xd
     uint8_t *pk = scratch;
     float *acc = (float *)(pk + XD_KERN_PANEL_BYTES);
     const int64_t nbk = w->ne[0] / k->blk;
-    const bool direct = n_tok <= XK_DIRECT_T;
+    const bool direct = n_tok <= k->dmax;
     int64_t kc = direct ? nbk : (int64_t)(XD_KERN_PANEL_BYTES / k->pk_blk);
     kc = kc < 1 ? 1 : kc;
     for (int64_t p = r0; p < r1; p += XK_NL) {
@@ -642,7 +652,8 @@ XK_TARGET static void gemm_q8_0(const struct xd_tensor *w, int64_t r0, int64_t r
                                      XK_TMAX_Q8,
                                      pack_q8_0,
                                      micro_q8_0,
-                                     direct_q8_0};
+                                     direct_q8_0,
+                                     XK_DIRECT_T_Q8};
     xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
 }
 
@@ -655,7 +666,8 @@ XK_TARGET static void gemm_q4_K(const struct xd_tensor *w, int64_t r0, int64_t r
                                      XK_TMAX_K,
                                      pack_q4_K,
                                      micro_k4,
-                                     direct_q4_K};
+                                     direct_q4_K,
+                                     XK_DIRECT_T};
     xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
 }
 
@@ -668,7 +680,8 @@ XK_TARGET static void gemm_q5_K(const struct xd_tensor *w, int64_t r0, int64_t r
                                      XK_TMAX_K,
                                      pack_q5_K,
                                      micro_k4,
-                                     direct_q5_K};
+                                     direct_q5_K,
+                                     XK_DIRECT_T};
     xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
 }
 
@@ -681,6 +694,7 @@ XK_TARGET static void gemm_q6_K(const struct xd_tensor *w, int64_t r0, int64_t r
                                      XK_TMAX_K,
                                      pack_q6_K,
                                      micro_q6_K,
-                                     direct_q6_K};
+                                     direct_q6_K,
+                                     XK_DIRECT_T};
     xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
 }
