@@ -415,13 +415,19 @@ static int forward_chunk(struct xd_ctx *c, const struct xd_batch *b, int32_t off
         for (int64_t i = 0; i < n * d; i++) c->x[i] += c->xb2[i];
     }
 
-    /* logits of the wanted rows: rmsnorm(x) @ W_out */
+    /* logits of the wanted rows: rmsnorm(x) @ W_out, the rows gathered into one matmul (the
+     * head is the largest matrix of a decode step; one matmul per row read it once per row,
+     * and a row's result does not depend on how many rows share the call) */
+    int32_t n_want = 0;
     for (int32_t t = 0; t < n; t++) {
         bool want = b->logits ? b->logits[off + t] : off + t == b->n_tokens - 1;
         if (!want) continue;
-        ops->rmsnorm(c->be, c->xb, c->x + t * d, m->output_norm.data, d, hp->rms_eps);
-        ops->matmul(c->be, &m->output, c->xb, d, logits + *n_out * hp->n_vocab, hp->n_vocab, 1);
-        (*n_out)++;
+        ops->rmsnorm(c->be, c->xb + n_want * d, c->x + t * d, m->output_norm.data, d, hp->rms_eps);
+        n_want++;
+    }
+    if (n_want) {
+        ops->matmul(c->be, &m->output, c->xb, d, logits + *n_out * hp->n_vocab, hp->n_vocab, n_want);
+        *n_out += n_want;
     }
     c->stats.tokens += (uint64_t)n;
     return 0;
