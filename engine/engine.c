@@ -54,6 +54,7 @@
 #include <time.h>
 
 #include "engine_gen.h"
+#include "expert_cache.h"
 #include "kv_cache.h"
 #include "xd_error.h"
 
@@ -106,6 +107,9 @@ struct xd_engine {
     int32_t kv_blocks; /* in the pool */
     bool kv_on_host;   /* sequences can share blocks (xd_ctx_kv_on_host) */
     bool notify_pending;
+    int32_t xc_slots;       /* slots of an offloaded expert cache (0: resident or dense) */
+    uint64_t decode_set;    /* experts (over layers) of the last decode-only step; 0: none yet */
+    int32_t held;           /* consecutive steps prompt chunks have waited (prefill_hold) */
     struct xd_engine_stats st; /* counters; copied into snap after each step */
 };
 
@@ -543,6 +547,33 @@ __attribute__((unused)) static bool engine_check_invariants(const struct xd_engi
     return owned == busy && xd_kv_check_invariants(kv);
 }
 
+/* Whether this step runs decodes only, holding prompt chunks back (prefill_hold): the cache
+ * is offloaded, its slots can hold what the decodes touched in their last decode-only step,
+ * some prompt chunk is pending, and it has waited fewer than prefill_hold steps in a row. A
+ * prefill touches nearly every expert; held chunks run together in the step after the wait,
+ * so one sweep of expert reads serves all of them, and the decodes keep hitting in between.
+ * Bounded: a chunk waits at most prefill_hold steps. */
+static bool hold_prefill(struct xd_engine *e, int32_t n_decode) {
+    bool pending = false;
+    for (int32_t r = 0; r < e->n_running && !pending; r++) {
+        struct xd_gen *g = e->running[r];
+        if (g->info.status) continue;
+        for (int32_t i = 0; i < g->p.n && !pending; i++) {
+            const struct xd_seq *s = &g->seq[i];
+            pending = s->state != XD_SEQ_DONE && s->n_past < seq_target(g, i);
+        }
+    }
+    if (e->p.prefill_hold <= 0 || e->xc_slots <= 0 || n_decode == 0 || !pending ||
+        e->decode_set == 0 || e->decode_set > (uint64_t)e->xc_slots ||
+        e->held >= e->p.prefill_hold) {
+        e->held = 0;
+        return false;
+    }
+    e->held++;
+    e->st.prefill_holds++;
+    return true;
+}
+
 static void engine_step(struct xd_engine *e) {
     struct xd_kv *kv = xd_ctx_kv(e->ctx);
     for (int32_t k = e->n_running - 1; k >= 0; k--)
@@ -560,8 +591,9 @@ static void engine_step(struct xd_engine *e) {
         }
     }
     /* then prompt chunks and recomputations, in admission order, cut to the budget and to the
-     * free KV room (no preemption for a prefill) */
-    int32_t budget = e->p.step_tokens - n;
+     * free KV room (no preemption for a prefill) - unless they are held back this step */
+    const int32_t n_decode = n;
+    int32_t budget = hold_prefill(e, n_decode) ? 0 : e->p.step_tokens - n;
     for (int32_t r = 0; r < e->n_running && budget > 0; r++) {
         struct xd_gen *g = e->running[r];
         if (g->info.status) continue;
@@ -621,6 +653,7 @@ static void engine_step(struct xd_engine *e) {
             }
         }
         e->st.experts_last_step = xd_ctx_stats(e->ctx)->experts_touched - touched0;
+        if (n == n_decode) e->decode_set = e->st.experts_last_step;
         if (e->m->moe) xd_stats_hist_add(e->st.experts_per_step, e->st.experts_last_step);
     }
     for (int32_t k = e->n_running - 1; k >= 0; k--) {
@@ -712,6 +745,11 @@ int xd_engine_create(const struct xd_model *m, const struct xd_engine_params *p,
     }
     d.n_ctx = xd_kv_n_ctx(xd_ctx_kv(e->ctx));
     e->p = d;
+    if (d.xc) {
+        struct xd_xc_info xi;
+        xd_xc_info(d.xc, &xi);
+        e->xc_slots = xi.offloaded ? xi.n_slots : 0;
+    }
     e->cap_ent = d.step_tokens + d.n_parallel;
     size_t ne = (size_t)e->cap_ent;
     e->running = calloc((size_t)d.n_parallel, sizeof *e->running);

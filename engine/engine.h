@@ -45,6 +45,11 @@ struct xd_engine_params {
     int32_t n_threads;        /* kernel threads; 0 = one per online CPU */
     struct xd_xc *xc;         /* expert cache, borrowed; NULL: everything resident */
     uint64_t kv_bytes;        /* paged KV cache budget; 0 = n_parallel x n_ctx positions */
+    /* Cache-aware scheduling (0 = off): with an offloaded expert cache whose slots hold the
+     * experts the running decodes touched in their last decode-only step, prompt chunks wait
+     * up to this many steps, so that steps touching every expert (a prefill does) come
+     * together and the decodes' experts stay resident in between. Never changes any token. */
+    int32_t prefill_hold;
     xd_engine_notify_cb notify; /* events are waiting; called on the engine thread */
     void *notify_arg;
 };
@@ -157,6 +162,7 @@ struct xd_engine_stats {
     uint64_t recomputed_tokens; /* positions run again after a preemption */
     uint64_t prefix_shared_tokens; /* prompt positions taken from another sequence's blocks */
     uint64_t experts_last_step; /* distinct experts run by the last step, summed over layers */
+    uint64_t prefill_holds;     /* steps that ran decodes only while prompt chunks waited */
     uint64_t experts_per_step[XD_STATS_HIST_N]; /* the same per step, power-of-two buckets */
 };
 void xd_engine_stats(struct xd_engine *e, struct xd_engine_stats *out);

@@ -29,6 +29,8 @@ static void usage(FILE *f) {
             "  --parallel N              sequence slots of the engine (default 4)\n"
             "  --ctx N                   positions per slot (default min(model, 4096))\n"
             "  --step-tokens N           token budget of one engine step (default 512)\n"
+            "  --prefill-hold N          with --expert-cache: prompt chunks wait up to N steps\n"
+            "                            while the decodes' experts fit the cache (default 0 = off)\n"
             "  --kv-cache SIZE           paged KV cache pool: bytes, K/M/G or KiB/MiB/GiB\n"
             "                            (default: --parallel x --ctx positions); when it is\n"
             "                            full the newest request is preempted and recomputed\n"
@@ -134,6 +136,9 @@ int xd_cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--step-tokens")) {
             NUM(1, 1 << 16);
             c.step_tokens = (int32_t)v;
+        } else if (!strcmp(a, "--prefill-hold")) {
+            NUM(0, 1024);
+            c.prefill_hold = (int32_t)v;
         } else if (!strcmp(a, "--max-queue")) {
             NUM(0, 1 << 20);
             c.max_queue = (int32_t)v;

@@ -196,6 +196,7 @@ static void load_work(uv_work_t *w) {
             .n_parallel = s->cfg.n_parallel,
             .n_ctx = s->cfg.n_ctx,
             .step_tokens = s->cfg.step_tokens,
+            .prefill_hold = s->cfg.prefill_hold,
             .kv_bytes = s->cfg.kv_bytes,
             /* a backstop: the server answers 429 before this is reached */
             .max_waiting = s->cfg.max_queue + (s->cfg.n_parallel > 0 ? s->cfg.n_parallel : 4),

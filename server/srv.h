@@ -27,6 +27,7 @@ struct srv_config {
     int32_t n_parallel;        /* engine sequence slots (default 4) */
     int32_t n_ctx;             /* positions per slot (default min(model, 4096)) */
     int32_t step_tokens;       /* engine token budget per step (default 512) */
+    int32_t prefill_hold;      /* cache-aware scheduling: xd_engine_params.prefill_hold */
     uint64_t kv_bytes;         /* paged KV cache pool (--kv-cache); 0 = n_parallel x n_ctx */
     int32_t max_queue;         /* requests waiting for slots before 429 (default 64) */
     int32_t max_connections;   /* open connections before new ones get 503 (default 256) */

@@ -74,6 +74,9 @@ static const struct stat_row engine_rows[] = {
      E(preemptions), F_U64},
     {"expertd_engine_recomputed_tokens_total", "counter",
      "Positions run again after a preemption.", E(recomputed_tokens), F_U64},
+    {"expertd_engine_prefill_holds_total", "counter",
+     "Steps that ran decodes only while prompt chunks waited (--prefill-hold).",
+     E(prefill_holds), F_U64},
     {"expertd_engine_prefix_shared_tokens_total", "counter",
      "Prompt positions not computed: taken from a running sequence's KV blocks with the same "
      "prefix.", E(prefix_shared_tokens), F_U64},

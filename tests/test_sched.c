@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "engine.h"
+#include "expert_cache.h"
 #include "kv_cache.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -421,4 +422,50 @@ Test(sched, n_sequences_ending_at_once) {
     }
     assert_idle_and_free(e);
     xd_engine_destroy(e);
+}
+
+/* Cache-aware scheduling (prefill_hold): with an offloaded expert cache that holds what a
+ * decode touches, prompt chunks that arrive while it decodes are held back for a few steps
+ * (counted in prefill_holds) - and not one token of any request changes. */
+Test(sched, prefill_hold_holds_prompts_and_changes_no_token, .timeout = 120) {
+    enum { N = 4, MAX = 24 };
+    struct req_out ref[N], r[N];
+    reference(ref, N, MAX);
+    uint64_t expert_bytes = 0;
+    for (int64_t l = 0; l < model->hp.n_layer; l++) {
+        const struct xd_layer *L = &model->layers[l];
+        expert_bytes += L->gate_exps.nb[3] + L->up_exps.nb[3] + L->down_exps.nb[3];
+    }
+    struct xd_xc_config cfg = {.budget = expert_bytes / 2};
+    struct xd_xc *xc;
+    char err[256];
+    cr_assert_eq(xd_xc_open(model, &cfg, &xc, err, sizeof err), 0, "%s", err);
+    struct xd_engine_params p = {.n_parallel = N, .n_ctx = 256, .step_tokens = 64,
+                                 .max_waiting = 64, .xc = xc, .prefill_hold = 4};
+    struct xd_engine *e;
+    cr_assert_eq(xd_engine_create(model, &p, &e, err, sizeof err), 0, "%s", err);
+    struct xd_gen_params gp = params(100, MAX);
+    cr_assert_eq(submit(e, prompts[0], &gp, &r[0]), 0);
+    for (int it = 0; it < 120000 && r[0].seq[0].n_tokens < 4; it++) { /* decoding by now */
+        xd_engine_drain(e, on_event, NULL);
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_geq(r[0].seq[0].n_tokens, 4);
+    for (int i = 1; i < N; i++) {
+        gp = params((uint64_t)(100 + i), MAX);
+        cr_assert_eq(submit(e, prompts[i], &gp, &r[i]), 0);
+    }
+    wait_all(e, r, N);
+    struct xd_engine_stats st;
+    xd_engine_stats(e, &st);
+    cr_assert_gt(st.prefill_holds, 0, "no step held a prompt back");
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(r[i].status, 0);
+        assert_same_tokens(&r[i].seq[0], &ref[i].seq[0], i);
+        xd_gen_destroy(r[i].g);
+    }
+    assert_idle_and_free(e);
+    xd_engine_destroy(e);
+    xd_xc_destroy(xc);
 }
