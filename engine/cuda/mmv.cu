@@ -135,21 +135,7 @@ __device__ __forceinline__ int byte_of(const uint4 &h, int i) { /* byte i of sca
     const uint32_t w = i < 4 ? h.y : i < 8 ? h.z : h.w;
     return (int)((w >> (8 * (i & 3))) & 0xff);
 }
-/* dl, ml of sub-block j (as k4_scale_min and unit<Q4_K>) */
-__device__ __forceinline__ void q4k_dm(const uint4 &h, int j, float *dl, float *ml) {
-    int sc, m;
-    if (j < 4) {
-        sc = byte_of(h, j) & 63;
-        m = byte_of(h, j + 4) & 63;
-    } else {
-        sc = (byte_of(h, j + 4) & 0x0f) | ((byte_of(h, j - 4) >> 6) << 4);
-        m = (byte_of(h, j + 4) >> 4) | ((byte_of(h, j) >> 6) << 4);
-    }
-    const float d = h2f((uint16_t)(h.x & 0xffff)), dmin = h2f((uint16_t)(h.x >> 16));
-    *dl = __fmul_rn(d, (float)sc);
-    *ml = __fmul_rn(dmin, (float)m);
-}
-/* the 6-bit scale and min of sub-block j, as integers */
+/* the 6-bit scale and min of sub-block j, as integers (as k4_scale_min) */
 __device__ __forceinline__ void q4k_scm(const uint4 &h, int j, int *sc, int *m) {
     if (j < 4) {
         *sc = byte_of(h, j) & 63;
@@ -158,6 +144,14 @@ __device__ __forceinline__ void q4k_scm(const uint4 &h, int j, int *sc, int *m) 
         *sc = (byte_of(h, j + 4) & 0x0f) | ((byte_of(h, j - 4) >> 6) << 4);
         *m = (byte_of(h, j + 4) >> 4) | ((byte_of(h, j) >> 6) << 4);
     }
+}
+/* dl, ml of sub-block j (as unit<Q4_K>) */
+__device__ __forceinline__ void q4k_dm(const uint4 &h, int j, float *dl, float *ml) {
+    int sc, m;
+    q4k_scm(h, j, &sc, &m);
+    const float d = h2f((uint16_t)(h.x & 0xffff)), dmin = h2f((uint16_t)(h.x >> 16));
+    *dl = __fmul_rn(d, (float)sc);
+    *ml = __fmul_rn(dmin, (float)m);
 }
 /* sum of 16 x in order, and sum of w*x in order (FMA chain from 0) */
 __device__ __forceinline__ float sum16(const float4 *x) {
@@ -179,6 +173,49 @@ __device__ __forceinline__ float dot16(const float *w, const float4 *x) {
     return s;
 }
 
+/* The row pointers of a warp's R rows in each of its NM matrices (rows past the end clamped:
+ * computed, never stored) and zeroed accumulators; shared by both Q4_K kernels. */
+template <int NM, int R, int NT>
+__device__ __forceinline__ void q4k_begin(const dmat &w, const dmat &w2, int64_t r0,
+                                          const uint8_t *(&rp)[NM][R], float (&acc)[NM][R][NT]) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int64_t rr = r0 + r < w.n_out ? r0 + r : w.n_out - 1;
+        rp[0][r] = w.data + (size_t)rr * w.row_bytes;
+        if (NM == 2) rp[NM - 1][r] = w2.data + (size_t)rr * w2.row_bytes;
+    }
+#pragma unroll
+    for (int m = 0; m < NM; m++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0f;
+}
+
+/* Lanes summed by the fixed tree, silu(gate) * up when NM == 2 (as ops_cpu.c), lane 0 stores
+ * (or adds) each row of each token. */
+template <int NM, int R, int NT>
+__device__ __forceinline__ void q4k_store(float (&acc)[NM][R][NT], const dmat &w, const rows &y,
+                                          int64_t r0, int t0, int nt, int lane, bool add) {
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        if (t >= nt) break;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float s = warp_sum(acc[0][r][t]);
+            float v = s;
+            if (NM == 2) {
+                const float s2 = warp_sum(acc[NM - 1][r][t]);
+                v = s / (1.0f + expf(-s)) * s2;
+            }
+            if (lane == 0 && r0 + r < w.n_out) {
+                float *yr = (float *)row_of(y, t0 + t) + r0 + r;
+                *yr = add ? *yr + v : v;
+            }
+        }
+    }
+}
+
 template <int NT, int R, bool DUAL>
 __global__ void __launch_bounds__(Q4K_WARPS * 32)
     k_mm_q4k(dmat w, dmat w2, rows x, rows y, int n_tok, bool add) {
@@ -193,20 +230,8 @@ __global__ void __launch_bounds__(Q4K_WARPS * 32)
     for (int t = 0; t < NT; t++)
         xr[t] = t < nt ? row_of(x, t0 + t) + 64 * (c >> 1) + 16 * (c & 1) : nullptr;
     const uint8_t *rp[NM][R];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        /* rows past the end: clamped (computed, never stored) */
-        const int64_t rr = r0 + r < w.n_out ? r0 + r : w.n_out - 1;
-        rp[0][r] = w.data + (size_t)rr * w.row_bytes;
-        if (DUAL) rp[NM - 1][r] = w2.data + (size_t)rr * w2.row_bytes;
-    }
     float acc[NM][R][NT];
-#pragma unroll
-    for (int m = 0; m < NM; m++)
-#pragma unroll
-        for (int r = 0; r < R; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0f;
+    q4k_begin<NM, R, NT>(w, w2, r0, rp, acc);
     const int nsb = (int)(w.n_in / 256);
     const bool a16 = (((uintptr_t)w.data | (uintptr_t)(DUAL ? w2.data : w.data)) & 15) == 0;
     const int qoff = 16 + 32 * (c >> 1) + 16 * (c & 1), j0 = 2 * (c >> 1);
@@ -251,23 +276,7 @@ __global__ void __launch_bounds__(Q4K_WARPS * 32)
                 }
         }
     }
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        if (t >= nt) break;
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            const float s = warp_sum(acc[0][r][t]);
-            float v = s;
-            if (DUAL) {
-                const float s2 = warp_sum(acc[NM - 1][r][t]);
-                v = s / (1.0f + expf(-s)) * s2; /* silu(gate) * up, as ops_cpu.c */
-            }
-            if (lane == 0 && r0 + r < w.n_out) {
-                float *yr = (float *)row_of(y, t0 + t) + r0 + r;
-                *yr = add ? *yr + v : v;
-            }
-        }
-    }
+    q4k_store<NM, R, NT>(acc, w, y, r0, t0, nt, lane, add);
 }
 
 /* ---- Q4_K with 8-bit activations (llama.cpp's mmvq idea, our layout) ------------------- *
@@ -298,19 +307,8 @@ __global__ void __launch_bounds__(Q4K_WARPS * 32)
         xq[t] = x.q8 + (size_t)j * x.q8_ld;
     }
     const uint8_t *rp[NM][R];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        const int64_t rr = r0 + r < w.n_out ? r0 + r : w.n_out - 1;
-        rp[0][r] = w.data + (size_t)rr * w.row_bytes;
-        if (DUAL) rp[NM - 1][r] = w2.data + (size_t)rr * w2.row_bytes;
-    }
     float acc[NM][R][NT];
-#pragma unroll
-    for (int m = 0; m < NM; m++)
-#pragma unroll
-        for (int r = 0; r < R; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++) acc[m][r][t] = 0.0f;
+    q4k_begin<NM, R, NT>(w, w2, r0, rp, acc);
     const bool a16 = (((uintptr_t)w.data | (uintptr_t)(DUAL ? w2.data : w.data)) & 15) == 0;
     const int qoff = 16 + 32 * (c >> 1) + 16 * (c & 1), j0 = 2 * (c >> 1);
     const int xoff = 32 * j0 + 16 * (c & 1);
@@ -362,23 +360,7 @@ __global__ void __launch_bounds__(Q4K_WARPS * 32)
                 }
         }
     }
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        if (t >= nt) break;
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            const float s = warp_sum(acc[0][r][t]);
-            float v = s;
-            if (DUAL) {
-                const float s2 = warp_sum(acc[NM - 1][r][t]);
-                v = s / (1.0f + expf(-s)) * s2; /* silu(gate) * up, as ops_cpu.c */
-            }
-            if (lane == 0 && r0 + r < w.n_out) {
-                float *yr = (float *)row_of(y, t0 + t) + r0 + r;
-                *yr = add ? *yr + v : v;
-            }
-        }
-    }
+    q4k_store<NM, R, NT>(acc, w, y, r0, t0, nt, lane, add);
 }
 
 /* codes of 256 floats per block of 256 threads: thread j quantizes element j; each warp is
