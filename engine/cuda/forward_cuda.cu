@@ -413,8 +413,10 @@ extern "C" int xd_cuda_ctx_create(const struct xd_model *m, const struct xd_cuda
         rc = dalloc(c, bufs[i].bytes, bufs[i].p, bufs[i].what);
     /* every row length that gets quantized must be whole blocks of 256: d, qd, and the FFN
      * widths of the MoE and of any dense layer each (not just the larger one) */
-    c->q8 = !rc && model_wants_q8(c) && d % 256 == 0 && qd % 256 == 0 && hp->n_ff_exp % 256 == 0 &&
-            hp->n_ff % 256 == 0;
+    /* XD_CUDA_Q8=0: Q4_K on float activations (A/B timing of the 8-bit kernels) */
+    const char *q8e = getenv("XD_CUDA_Q8");
+    c->q8 = !rc && !(q8e && *q8e == '0') && model_wants_q8(c) && d % 256 == 0 && qd % 256 == 0 &&
+            hp->n_ff_exp % 256 == 0 && hp->n_ff % 256 == 0;
     if (c->q8) {
         c->qx_ld_d = q8_row_bytes((int64_t)d), c->qx_ld_qd = q8_row_bytes((int64_t)qd);
         c->qh_ld = q8_row_bytes((int64_t)ff);

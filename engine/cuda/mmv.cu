@@ -394,27 +394,6 @@ bool generic_only() {
     return v == 1;
 }
 
-/* XD_CUDA_Q8=0: Q4_K on float activations even where 8-bit ones are given (A/B timing);
- * XD_CUDA_Q4K8_DUAL_R=1: one row per warp in the fused gate/up 8-bit kernel (default 2).
- * Rows per warp do not change any token's order of operations: both give the same bits
- * (the same logits hash on an H100: docs/benchmarks.md). */
-bool q8_off() {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("XD_CUDA_Q8");
-        v = e && *e == '0';
-    }
-    return v == 1;
-}
-bool q4k8_dual_r2() {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("XD_CUDA_Q4K8_DUAL_R");
-        v = !(e && *e == '1');
-    }
-    return v == 1;
-}
-
 
 bool q4k_fast_ok(const dmat &w) {
     /* shape only (never the address), so resident and offloaded copies of a matrix always
@@ -435,8 +414,11 @@ void launch_q4k_t(const dmat &w, const dmat &w2, rows x, rows y, int n_tok, bool
 template <bool DUAL>
 cudaError_t launch_q4k(const dmat &w, const dmat &w2, rows x, rows y, int n_tok, bool add,
                        cudaStream_t st) {
-    /* R from the shape only (never from n_tok): 2 rows per warp where there are rows enough */
-    const bool r2 = w.n_out >= 4096 && (!DUAL || (x.q8 && q4k8_dual_r2()));
+    /* R from the shape only (never from n_tok): 2 rows per warp where there are rows enough
+     * (in the fused gate/up only with 8-bit activations, where registers allow; rows per warp
+     * never change a token's order of operations: 1 and 2 gave the same logits hash on an
+     * H100, docs/benchmarks.md) */
+    const bool r2 = w.n_out >= 4096 && (!DUAL || x.q8);
     if (n_tok <= 1) {
         if (r2) launch_q4k_t<1, 2, DUAL>(w, w2, x, y, n_tok, add, st);
         else launch_q4k_t<1, 1, DUAL>(w, w2, x, y, n_tok, add, st);
@@ -491,7 +473,6 @@ struct mm_fn {
     cudaError_t rc;
     template <uint32_t T> void run() {
         if (T == XD_TYPE_Q4_K && !generic_only() && q4k_fast_ok(w) && (!dual || q4k_fast_ok(w2))) {
-            if (q8_off()) x.q8 = nullptr;
             rc = dual ? launch_q4k<true>(w, w2, x, y, n_tok, add, st)
                       : launch_q4k<false>(w, w2, x, y, n_tok, add, st);
             return;
@@ -533,7 +514,7 @@ cudaError_t mm_swiglu(const dmat &wg, const dmat &wu, rows x, rows y, int n_tok,
 }
 
 bool mm_wants_q8(const dmat &w) {
-    return w.data && w.type == XD_TYPE_Q4_K && !generic_only() && !q8_off() && q4k_fast_ok(w);
+    return w.data && w.type == XD_TYPE_Q4_K && !generic_only() && q4k_fast_ok(w);
 }
 
 cudaError_t quant_q8_256(const rows &x, int n_rows, int64_t n, uint8_t *dst, size_t dst_ld,
