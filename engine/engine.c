@@ -559,6 +559,11 @@ __attribute__((unused)) static bool engine_check_invariants(const struct xd_engi
  * so one sweep of expert reads serves all of them, and the decodes keep hitting in between.
  * Bounded: a chunk waits at most prefill_hold steps. */
 static bool hold_prefill(struct xd_engine *e, int32_t n_decode) {
+    if (e->p.prefill_hold <= 0 || e->xc_slots <= 0 || n_decode == 0 || e->decode_set == 0 ||
+        e->decode_set > (uint64_t)e->xc_slots || e->held >= e->p.prefill_hold) {
+        e->held = 0;
+        return false;
+    }
     bool pending = false;
     for (int32_t r = 0; r < e->n_running && !pending; r++) {
         struct xd_gen *g = e->running[r];
@@ -568,9 +573,7 @@ static bool hold_prefill(struct xd_engine *e, int32_t n_decode) {
             pending = s->state != XD_SEQ_DONE && s->n_past < seq_target(g, i);
         }
     }
-    if (e->p.prefill_hold <= 0 || e->xc_slots <= 0 || n_decode == 0 || !pending ||
-        e->decode_set == 0 || e->decode_set > (uint64_t)e->xc_slots ||
-        e->held >= e->p.prefill_hold) {
+    if (!pending) {
         e->held = 0;
         return false;
     }
