@@ -39,15 +39,18 @@ static inline int64_t xd_pool_claim(_Atomic int64_t *next, int64_t total, int64_
     return s;
 }
 
-/* Guided claiming: chunks of about (what is left) / (2 * nth), rounded up to a multiple of
- * unit: long runs first (the kernels stream rows), unit-sized ones at the end (the threads
- * finish together). Same contract as xd_pool_claim; chunk starts stay multiples of unit. */
+/* Guided claiming (OpenMP's "guided"): chunks of about (what is left) / nth, rounded up to a
+ * multiple of unit: long runs first (the kernels stream rows and prefetch within a run, so
+ * every chunk start costs a cold stream), unit-sized ones at the end (the threads finish
+ * together). (what is left) / (2 * nth) made twice the chunks and decoded 9% slower with 2
+ * threads (docs/benchmarks.md). Same contract as xd_pool_claim; chunk starts stay multiples
+ * of unit. */
 static inline int64_t xd_pool_claim_guided(_Atomic int64_t *next, int64_t total, int64_t unit,
                                            int nth, int64_t *len) {
     int64_t s = atomic_load_explicit(next, memory_order_relaxed);
     for (;;) {
         if (s >= total) return -1;
-        int64_t c = (total - s) / (2 * (int64_t)nth);
+        int64_t c = (total - s) / (int64_t)nth;
         c = (c + unit - 1) / unit * unit;
         c = c < unit ? unit : c;
         c = c > total - s ? total - s : c;
