@@ -35,7 +35,7 @@
 struct engine_opts {
     const char *model, *backend;
     int32_t n_prompt, n_gen, reps, threads;
-    bool json, membw;
+    bool json, membw, no_repack;
     uint64_t gpu_memory;    /* --gpu-memory (backend cuda) */
     struct xd_xc_config xc; /* --expert-cache ... : an offloaded expert cache */
 };
@@ -48,6 +48,7 @@ static void engine_usage(FILE *f) {
                "  -t, --threads N       kernel threads (default: one per CPU)\n"
                "  -r, --repetitions N   timed runs of each test (default 5)\n"
                "  --backend NAME        " XD_BACKEND_NAMES " (default cpu)\n"
+               "  --no-repack           keep the weights in the file's row layout (no panel copy)\n"
                "  --membw               also measure memory read bandwidth with the same threads\n"
                "                        (backend cuda: device-to-device and pinned host-to-device\n"
                "                        copy bandwidth, and the HBM and PCIe limits of decode)\n"
@@ -145,6 +146,10 @@ static int engine_parse(int argc, char **argv, struct engine_opts *o) {
             o->membw = true;
             continue;
         }
+        if (!strcmp(a, "--no-repack")) {
+            o->no_repack = true;
+            continue;
+        }
         const int used = xd_xc_config_argv(&o->xc, "bench engine", argc, argv, &i);
         if (used < 0) return -1;
         if (used) continue;
@@ -230,7 +235,8 @@ int xd_bench_engine_main(int argc, char **argv) {
     struct xd_ctx_params cp = {.n_ctx = n_max + 16,
                                .n_batch = o.n_prompt > 512 ? 512 : o.n_prompt,
                                .backend = o.backend,
-                               .n_threads = o.threads};
+                               .n_threads = o.threads,
+                               .no_repack = o.no_repack};
     const bool cuda = o.backend && !strcmp(o.backend, "cuda");
     o.xc.model_path = o.model;
     if (cuda) {

@@ -707,6 +707,8 @@ void xd_xc_release(struct xd_xc *xc, int64_t layer, int64_t expert) {
 
 bool xd_xc_wants_prefetch(const struct xd_xc *xc) { return !xc->resident && xc->prefetch; }
 
+bool xd_xc_is_resident(const struct xd_xc *xc) { return xc->resident; }
+
 int32_t xd_xc_prefetch_layers(const struct xd_xc *xc) {
     return xd_xc_wants_prefetch(xc) ? xc->prefetch_layers : 0;
 }

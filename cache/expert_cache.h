@@ -155,6 +155,8 @@ void xd_xc_release(struct xd_xc *xc, int64_t layer, int64_t expert);
 /* Hint that these experts of layer will be acquired soon: reads start for those not resident,
  * as far as unpinned slots allow, without blocking. Never fails. */
 void xd_xc_prefetch(struct xd_xc *xc, int64_t layer, const int32_t *experts, int n);
+/* True for the everything-resident cache (its views point into the model's mapping). */
+bool xd_xc_is_resident(const struct xd_xc *xc);
 /* Whether prefetch hints do anything (false for the resident cache), so callers can skip
  * computing them. */
 bool xd_xc_wants_prefetch(const struct xd_xc *xc);

@@ -10,9 +10,11 @@
  * cpu-avx2 where it has AVX2+FMA+F16C, else cpu-scalar. Asking for an instruction set the CPU
  * lacks is an error, not a silent downgrade. Not done: NUMA-aware scratch, pinning.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "backend_impl.h"
@@ -104,6 +106,8 @@ int xd_backend_create(const struct xd_backend_params *p, struct xd_backend **out
 void xd_backend_destroy(struct xd_backend *be) {
     if (!be) return;
     xd_pool_destroy(be->pool);
+    if (be->pmem) munmap(be->pmem, be->pmem_bytes);
+    free(be->pmap);
     free(be->xq);
     free(be->scratch);
     free(be->scores);
@@ -115,3 +119,132 @@ const char *xd_backend_name(const struct xd_backend *be) { return be->name; }
 int xd_backend_n_threads(const struct xd_backend *be) { return be->n_threads; }
 const struct xd_backend_stats *xd_backend_stats(const struct xd_backend *be) { return &be->stats; }
 void xd_backend_stats_reset(struct xd_backend *be) { memset(&be->stats, 0, sizeof be->stats); }
+
+/* ---- weights in the panel layout (xd_backend_repack) ------------------------------------------ */
+
+/* The table entry the matmuls will use for type (ops_cpu_fast.c's kern_for), if it has panel
+ * kernels. */
+static const struct xd_kern_type *panel_kern(const struct xd_backend *be, uint32_t type) {
+    if (type >= XD_TYPE_COUNT || be->ops != xd__ops_cpu_fast()) return NULL;
+    const struct xd_kern_type *k = NULL;
+    if (be->kern && be->kern->type[type].gemm) k = &be->kern->type[type];
+    else if (be->kern2 && be->kern2->type[type].gemm) k = &be->kern2->type[type];
+    return k && k->gemm_panel ? k : NULL;
+}
+
+/* Bytes of t if the panel kernels can take it (whole panels, rows and matrices contiguous),
+ * else 0. */
+static size_t panel_bytes(const struct xd_backend *be, const struct xd_tensor *t) {
+    const struct xd_kern_type *k = t->data ? panel_kern(be, t->type) : NULL;
+    if (!k) return 0;
+    const struct xd_type_traits *tr = xd_type_traits(t->type);
+    const size_t row = (size_t)(t->ne[0] / tr->blck_size) * tr->type_size;
+    if (t->ne[0] % tr->blck_size || t->ne[1] % k->panel || t->nb[1] != row) return 0;
+    if (t->ne[2] > 1 && t->nb[2] != row * (size_t)t->ne[1]) return 0;
+    if (t->ne[3] > 1) return 0;
+    return row * (size_t)t->ne[1] * (size_t)(t->ne[2] > 1 ? t->ne[2] : 1);
+}
+
+struct repack_job {
+    const struct xd_tensor *t;
+    uint8_t *dst;
+    int64_t rows, panel; /* all rows of all matrices, panel rows */
+    size_t row;
+    _Atomic int64_t next;
+};
+
+static void repack_task(void *arg, int ith, int nth) {
+    (void)ith, (void)nth;
+    struct repack_job *j = arg;
+    const size_t blk = xd_type_traits(j->t->type)->type_size;
+    int64_t r0, len;
+    while ((r0 = xd_pool_claim(&j->next, j->rows, 64 * j->panel, &len)) >= 0)
+        xd__panel_repack(j->dst + (size_t)r0 * j->row, (const uint8_t *)j->t->data + (size_t)r0 * j->row,
+                         len, j->row, blk, j->panel);
+}
+
+static int cmp_pmap(const void *a, const void *b) {
+    const struct xd_panel_map *x = a, *y = b;
+    return x->src < y->src ? -1 : x->src > y->src;
+}
+
+int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool experts, char *err,
+                      size_t errlen) {
+    if (be->pmem) return 0;
+    /* the candidates: every matmul weight the forward pass reads from the mapping */
+    const int64_t nl = m->hp.n_layer;
+    const size_t max_t = (size_t)nl * 10 + 1;
+    const struct xd_tensor **ts = calloc(max_t, sizeof *ts);
+    if (!ts) return errf(err, errlen, XD_E_NOMEM, "out of memory%s", "");
+    size_t n = 0, total = 0;
+    for (int64_t l = 0; l < nl; l++) {
+        const struct xd_layer *L = &m->layers[l];
+        const struct xd_tensor *c[] = {&L->wq,        &L->wk,      &L->wv,        &L->wo,
+                                       &L->ffn_gate,  &L->ffn_up,  &L->ffn_down,  &L->gate_exps,
+                                       &L->up_exps,   &L->down_exps};
+        for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+            if ((i < 7 || experts) && panel_bytes(be, c[i])) ts[n++] = c[i];
+    }
+    if (m->output.data != m->tok_embd.data && panel_bytes(be, &m->output)) ts[n++] = &m->output;
+    for (size_t i = 0; i < n; i++) total += (panel_bytes(be, ts[i]) + 4095) / 4096 * 4096;
+    if (!n) {
+        free(ts);
+        return 0;
+    }
+    uint8_t *mem = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct xd_panel_map *map = calloc(n, sizeof *map);
+    if (mem == MAP_FAILED || !map) {
+        if (mem != MAP_FAILED) munmap(mem, total);
+        free(map);
+        free(ts);
+        return errf(err, errlen, XD_E_NOMEM, "out of memory for the repacked weights%s", "");
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(mem, total, MADV_HUGEPAGE); /* streamed front to back: fewer TLB misses */
+#endif
+    size_t off = 0;
+    const long pg = sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; i < n; i++) {
+        const struct xd_tensor *t = ts[i];
+        const size_t bytes = panel_bytes(be, t), row = t->nb[1];
+        const int64_t panel = panel_kern(be, t->type)->panel;
+        struct repack_job j = {.t = t, .dst = mem + off, .panel = panel, .row = row,
+                               .rows = (int64_t)(bytes / row)};
+        atomic_init(&j.next, 0);
+        xd_pool_run(be->pool, repack_task, &j);
+        map[i] = (struct xd_panel_map){.src = t->data, .len = bytes, .dst = mem + off,
+                                       .row = row, .panel_bytes = (size_t)panel * row};
+        /* drop the mapping's pages of the range from this process (whole pages inside it) */
+        const uintptr_t a = ((uintptr_t)t->data + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg;
+        const uintptr_t b = ((uintptr_t)t->data + bytes) / (uintptr_t)pg * (uintptr_t)pg;
+        if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+        off += (bytes + 4095) / 4096 * 4096;
+    }
+    mprotect(mem, total, PROT_READ);
+    qsort(map, n, sizeof *map, cmp_pmap);
+    free(ts);
+    be->pmem = mem;
+    be->pmem_bytes = total;
+    be->pmap = map;
+    be->n_pmap = (int)n;
+    return 0;
+}
+
+uint64_t xd_backend_repacked_bytes(const struct xd_backend *be) {
+    uint64_t s = 0;
+    for (int i = 0; i < be->n_pmap; i++) s += be->pmap[i].len;
+    return s;
+}
+
+const struct xd_panel_map *xd__panel_find(const struct xd_backend *be, const void *data) {
+    const uint8_t *p = data;
+    int lo = 0, hi = be->n_pmap - 1;
+    while (lo <= hi) {
+        const int mid = (lo + hi) / 2;
+        const struct xd_panel_map *e = &be->pmap[mid];
+        if (p < e->src) hi = mid - 1;
+        else if (p >= e->src + e->len) lo = mid + 1;
+        else return e;
+    }
+    return NULL;
+}

@@ -13,6 +13,16 @@
 #include "ops.h"
 #include "threadpool.h"
 
+/* One weight tensor repacked into the panel layout (kernels.h): bytes [src, src + len) of the
+ * model's mapping are at dst, permuted within each panel of rows. */
+struct xd_panel_map {
+    const uint8_t *src;
+    size_t len;
+    const uint8_t *dst;
+    size_t row;         /* bytes per row */
+    size_t panel_bytes; /* panel rows x row bytes: views must start at a multiple */
+};
+
 struct xd_backend {
     const struct xd_ops *ops;
     char name[32];
@@ -30,7 +40,14 @@ struct xd_backend {
     float *scores;        /* per thread: XD_ATTN_MAXQ x (max_pos scores + max_row of q) */
     size_t scores_stride; /* floats */
     struct xd_backend_stats stats;
+    struct xd_panel_map *pmap; /* sorted by src; xd_backend_repack */
+    int n_pmap;
+    uint8_t *pmem; /* the repacked copies (anonymous mmap), pmem_bytes */
+    size_t pmem_bytes;
 };
+
+/* The repacked copy holding data, or NULL (bsearch over be->pmap). */
+const struct xd_panel_map *xd__panel_find(const struct xd_backend *be, const void *data);
 
 /* The fast ops table (ops_cpu_fast.c) and the reference ops it shares (ops_cpu.c). */
 const struct xd_ops *xd__ops_cpu_fast(void);

@@ -745,7 +745,7 @@ int xd_engine_create(const struct xd_model *m, const struct xd_engine_params *p,
     struct xd_ctx_params cp = {.n_ctx = d.n_ctx, .n_seq = d.n_parallel,
                                .n_batch = d.step_tokens, .ops = d.ops, .xc = d.xc,
                                .backend = d.backend, .n_threads = d.n_threads,
-                               .kv_bytes = d.kv_bytes};
+                               .kv_bytes = d.kv_bytes, .no_repack = d.no_repack};
     int rc = xd_ctx_create(m, &cp, &e->ctx, err, errlen);
     if (rc) {
         free(e);

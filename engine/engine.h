@@ -43,6 +43,7 @@ struct xd_engine_params {
     const struct xd_ops *ops; /* xd_ops_cpu_ref(): the reference backend; else ignored */
     const char *backend;      /* compute backend by name (forward.h); NULL = "cpu" */
     int32_t n_threads;        /* kernel threads; 0 = one per online CPU */
+    bool no_repack;           /* forward.h xd_ctx_params.no_repack */
     struct xd_xc *xc;         /* expert cache, borrowed; NULL: everything resident */
     uint64_t kv_bytes;        /* paged KV cache budget; 0 = n_parallel x n_ctx positions */
     /* Cache-aware scheduling (0 = off): with an offloaded expert cache whose slots hold the

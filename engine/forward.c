@@ -158,6 +158,13 @@ int xd_ctx_create(const struct xd_model *m, const struct xd_ctx_params *p, struc
         xd_ctx_destroy(c);
         return rc;
     }
+    /* the CPU backend's own copy of the weights in its kernels' panel layout; the routed
+     * experts only when they are read from the mapping (not an offloaded cache's slots) */
+    if (!cuda && !d.no_repack &&
+        (rc = xd_backend_repack(c->be, m, !c->xc || xd_xc_is_resident(c->xc), err, errlen))) {
+        xd_ctx_destroy(c);
+        return rc;
+    }
     if (cuda) {
 #ifdef XD_HAVE_CUDA
         struct xd_cuda_ctx_params cp = {.n_ctx = d.n_ctx, .n_seq = d.n_seq, .n_batch = d.n_batch,

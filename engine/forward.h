@@ -35,6 +35,9 @@ struct xd_ctx_params {
     const struct xd_ops *ops; /* xd_ops_cpu_ref() = backend "cpu-ref"; other values ignored */
     struct xd_xc *xc;         /* expert cache, borrowed; NULL: an everything-resident one */
     uint64_t kv_bytes;        /* KV cache pool (kv_cache.h); 0 = n_seq x n_ctx positions */
+    bool no_repack;           /* keep every weight in the file's row layout: no repacked copy
+                                 in the kernels' panel layout (xd_backend_repack; the same
+                                 numbers, slower k-quant matmuls) */
 };
 
 struct xd_ctx;

@@ -88,6 +88,10 @@ XK_TARGET static inline vf xk_f16_lo(vi v) {
     return _mm256_cvtph_ps(
         _mm_packus_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1)));
 }
+/* 8 fp16 at p -> float */
+XK_TARGET static inline vf xk_f16_load(const void *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
 XK_TARGET static inline void xk_store_rows(float *dst, const float *src, int nr) {
     memcpy(dst, src, (size_t)nr * sizeof(float));
 }
@@ -454,9 +458,9 @@ static const struct xd_kernels kernels_avx2 = {
             [XD_TYPE_F16] = {.act = XD_ACT_F32, .gemm = gemm_f16, .panel = XK_FR},
             [XD_TYPE_BF16] = {.act = XD_ACT_BF16, .gemm = gemm_bf16, .panel = 1},
             [XD_TYPE_Q8_0] = {.act = XD_ACT_Q8_32, .gemm = gemm_q8_0, .panel = XK_NL},
-            [XD_TYPE_Q4_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q4_K, .panel = XK_NL},
-            [XD_TYPE_Q5_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q5_K, .panel = XK_NL},
-            [XD_TYPE_Q6_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q6_K, .panel = XK_NL},
+            [XD_TYPE_Q4_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q4_K, .panel = XK_NL, .gemm_panel = gemm_q4_K_pl},
+            [XD_TYPE_Q5_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q5_K, .panel = XK_NL, .gemm_panel = gemm_q5_K_pl},
+            [XD_TYPE_Q6_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q6_K, .panel = XK_NL, .gemm_panel = gemm_q6_K_pl},
         },
     .convert = {[XD_ACT_BF16] = xd__act_bf16_ref,
                 [XD_ACT_Q8_32] = act_q8_32,

@@ -79,6 +79,10 @@ XK_TARGET static inline vi xk_q8_init(int32_t xsum) { return _mm512_set1_epi32(-
 XK_TARGET static inline vi xk_q8_dot(vi acc, vi w, vi x) { return _mm512_dpbusd_epi32(acc, w, x); }
 /* the low 16 bits of each lane as fp16 -> float */
 XK_TARGET static inline vf xk_f16_lo(vi v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
+/* 16 fp16 at p -> float */
+XK_TARGET static inline vf xk_f16_load(const void *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
 
 XK_TARGET static inline XK_INLINE void xk_transpose8(const struct xk_rows *rp, size_t off,
                                                      vi out[8]);
@@ -416,9 +420,9 @@ XK_TARGET static void ew_swiglu(float *y, const float *g, const float *u, int64_
     [XD_TYPE_F32] = {.act = XD_ACT_F32, .gemm = gemm_f32, .panel = XK_FR},                         \
     [XD_TYPE_F16] = {.act = XD_ACT_F32, .gemm = gemm_f16, .panel = XK_FR},                         \
     [XD_TYPE_Q8_0] = {.act = XD_ACT_Q8_32, .gemm = gemm_q8_0, .panel = XK_NL},                     \
-    [XD_TYPE_Q4_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q4_K, .panel = XK_NL},                    \
-    [XD_TYPE_Q5_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q5_K, .panel = XK_NL},                    \
-    [XD_TYPE_Q6_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q6_K, .panel = XK_NL}
+    [XD_TYPE_Q4_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q4_K, .panel = XK_NL, .gemm_panel = gemm_q4_K_pl},                    \
+    [XD_TYPE_Q5_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q5_K, .panel = XK_NL, .gemm_panel = gemm_q5_K_pl},                    \
+    [XD_TYPE_Q6_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q6_K, .panel = XK_NL, .gemm_panel = gemm_q6_K_pl}
 
 static const struct xd_kernels kernels_bf16 = {
     .name = "avx512-bf16",

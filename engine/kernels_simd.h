@@ -23,11 +23,16 @@
  * Rejected alternative: dot each row with the activations and reduce the lanes of each block
  * (llama.cpp's layout). For one token it costs about as many shuffles as the transpose here (the
  * horizontal sums replace it), but it cannot reuse a row's decoding across tokens, and prefill
- * is where that matters. Not done: a persistent repacked copy of the weights (no transposes in
- * decode at all, but a second resident copy or a slow load, and the expert cache hands out views
- * of the file); the scales of Q8_0 come from a gather, the largest single cost of its decode
- * kernel (about 20% in L2) - a layout of the activations that mirrors the weight blocks would let
- * the transposes carry them instead.
+ * is where that matters.
+ * Panel layout (kernels.h, xd__panel_repack): the k-quant kernels also run on a copy whose
+ * bytes are already where the transposes would put them (the pl variants: xk_tr8/xk_tr4 become
+ * loads, one sequential stream per panel). The backend makes that copy at load for the weights
+ * it reads from the mapping (xd_backend_repack); an offloaded expert cache's slots keep the row
+ * layout and these kernels. Measured with one thread on Zen 4: Q4_K direct from 15 to 25 GB/s,
+ * Q6_K from 12 to 17. Not for Q8_0: its 34-byte block does not split into the dwords the rule
+ * moves, and its direct kernel already reads at the bandwidth one core gets (a prototype of a
+ * transposed Q8_0 layout was no faster). Q8_0's scales come from a gather, the largest single
+ * cost of its decode kernel (about 20% in L2).
  */
 
 #define XK_ALWAYS inline __attribute__((always_inline))
@@ -57,6 +62,30 @@ static inline void xk_prefetch_next(const struct xk_rows *rp, int64_t b) {
     if (!rp->pf) return;
     for (size_t o = 0; o < rp->pf_step; o += 64)
         __builtin_prefetch(rp->pf + (size_t)b * rp->pf_step + o, 0, XK_PF_LOC);
+}
+
+/* The rows of a panel in the panel layout (kernels.h: xd__panel_repack) when pl: the chunk of
+ * the block at byte off of the rows starts at r[0] + off * XK_NL, and what xk_transpose8/4
+ * build from bytes o.. of the rows lies at chunk + o * XK_NL, so they become plain loads. Every
+ * kernel below takes pl as a compile-time constant. */
+XK_TARGET static XK_ALWAYS void xk_tr8(const struct xk_rows *rp, size_t off, vi out[8],
+                                       const bool pl) {
+    if (!pl) {
+        xk_transpose8(rp, off, out);
+        return;
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) out[i] = xk_loadu(rp->r[0] + off * XK_NL + (size_t)i * sizeof(vi));
+}
+
+XK_TARGET static XK_ALWAYS void xk_tr4(const struct xk_rows *rp, size_t off, vi out[4],
+                                       const bool pl) {
+    if (!pl) {
+        xk_transpose4(rp, off, out);
+        return;
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) out[i] = xk_loadu(rp->r[0] + off * XK_NL + (size_t)i * sizeof(vi));
 }
 
 /* ---- Q8_0 ----------------------------------------------------------------------------------- */
@@ -162,9 +191,9 @@ XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t 
 /* The header of 16 bytes (d, dmin, 12 scale bytes) of every row -> the 8 scales (int32), the 8
  * mins as int16 pairs (m[2i] | m[2i+1] << 16), d and dmin. */
 XK_TARGET static XK_ALWAYS void k4_header(const struct xk_rows *rp, size_t off, vi sc[8], vi mp[4],
-                                          vf *d, vf *dmin) {
+                                          vf *d, vf *dmin, const bool pl) {
     vi h[4];
-    xk_transpose4(rp, off, h); /* h[0] = d | dmin << 16, h[1..3] = scale bytes 0..11 */
+    xk_tr4(rp, off, h, pl); /* h[0] = d | dmin << 16, h[1..3] = scale bytes 0..11 */
     /* the 6-bit values four to a dword, byte j of each: scales 0..3, mins 0..3, scales 4..7
      * (low nibble of bytes 8..11, top bits of bytes 0..3), mins 4..7 (high nibbles, bytes 4..7) */
     const vi b6 = xk_set1(0x3f3f3f3f), b4 = xk_set1(0x0f0f0f0f), b30 = xk_set1(0x30303030);
@@ -200,10 +229,10 @@ XK_TARGET static XK_ALWAYS void k4_header(const struct xk_rows *rp, size_t off, 
 /* The codes of sub-blocks 2c (lo) and 2c+1 (hi), 8 groups of 4 each, from the 32 qs bytes at
  * qs_off + 32c; for Q5_K (qh not NULL) bit s of qh[l] becomes bit 4 (shifts never cross a byte). */
 XK_TARGET static XK_ALWAYS void k4_codes(const struct xk_rows *rp, size_t qs_off, int c,
-                                         const vi *qh, vi lo[8], vi hi[8]) {
+                                         const vi *qh, vi lo[8], vi hi[8], const bool pl) {
     const vi m4 = xk_set1_8(0x0f), b4 = xk_set1_8(0x10);
     vi g[8];
-    xk_transpose8(rp, qs_off + 32 * (size_t)c, g);
+    xk_tr8(rp, qs_off + 32 * (size_t)c, g, pl);
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         lo[i] = xk_and(g[i], m4);
@@ -219,7 +248,7 @@ XK_TARGET static XK_ALWAYS void k4_codes(const struct xk_rows *rp, size_t qs_off
 }
 
 XK_TARGET static XK_ALWAYS void pack_k4(const struct xk_rows *rp, int64_t b0, int64_t nb,
-                                        uint8_t *pk, bool q5) {
+                                        uint8_t *pk, bool q5, const bool pl) {
     const size_t bs = q5 ? sizeof(struct xd_block_q5_K) : sizeof(struct xd_block_q4_K);
     for (int64_t b = 0; b < nb; b++, pk += XK_K4_PK) {
         const size_t off = (size_t)(b0 + b) * bs;
@@ -227,18 +256,18 @@ XK_TARGET static XK_ALWAYS void pack_k4(const struct xk_rows *rp, int64_t b0, in
         vi *W = (vi *)pk, *SC = W + 64, *MP = SC + 8;
         vi sc[8], mp[4], qh[8];
         vf d, dmin;
-        k4_header(rp, off, sc, mp, &d, &dmin);
+        k4_header(rp, off, sc, mp, &d, &dmin, pl);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) xk_store(SC + i, sc[i]);
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) xk_store(MP + i, mp[i]);
         xk_storef(pk + 76 * sizeof(vi), d);
         xk_storef(pk + 76 * sizeof(vi) + sizeof(vf), dmin);
-        if (q5) xk_transpose8(rp, off + 16, qh);
+        if (q5) xk_tr8(rp, off + 16, qh, pl);
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
             vi lo[8], hi[8];
-            k4_codes(rp, off + (q5 ? 48 : 16), c, q5 ? qh : NULL, lo, hi);
+            k4_codes(rp, off + (q5 ? 48 : 16), c, q5 ? qh : NULL, lo, hi, pl);
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 xk_store(W + 8 * (2 * c) + i, lo[i]);
@@ -249,16 +278,25 @@ XK_TARGET static XK_ALWAYS void pack_k4(const struct xk_rows *rp, int64_t b0, in
 }
 
 XK_TARGET static void pack_q4_K(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
-    pack_k4(rp, b0, nb, pk, false);
+    pack_k4(rp, b0, nb, pk, false, false);
 }
 
 XK_TARGET static void pack_q5_K(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
-    pack_k4(rp, b0, nb, pk, true);
+    pack_k4(rp, b0, nb, pk, true, false);
+}
+
+XK_TARGET static void pack_q4_K_pl(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    pack_k4(rp, b0, nb, pk, false, true);
+}
+
+XK_TARGET static void pack_q5_K_pl(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    pack_k4(rp, b0, nb, pk, true, true);
 }
 
 /* Few tokens: header, codes and dot products in registers, block by block. */
 XK_TARGET static XK_ALWAYS void direct_k4_T(const struct xk_rows *rp, int64_t nbk, bool q5,
-                                            const uint8_t *xa, size_t xs, float *acc, const int T) {
+                                            const bool pl, const uint8_t *xa, size_t xs,
+                                            float *acc, const int T) {
     const size_t bs = q5 ? sizeof(struct xd_block_q5_K) : sizeof(struct xd_block_q4_K);
     vf a[XK_DIRECT_T];
 #pragma GCC unroll 4
@@ -268,8 +306,8 @@ XK_TARGET static XK_ALWAYS void direct_k4_T(const struct xk_rows *rp, int64_t nb
         xk_prefetch_next(rp, b);
         vi sc[8], mp[4], qh[8];
         vf d, dmin;
-        k4_header(rp, off, sc, mp, &d, &dmin);
-        if (q5) xk_transpose8(rp, off + 16, qh);
+        k4_header(rp, off, sc, mp, &d, &dmin, pl);
+        if (q5) xk_tr8(rp, off + 16, qh, pl);
         const struct xd_qa256 *x[XK_DIRECT_T];
         vi i1[XK_DIRECT_T], i2[XK_DIRECT_T];
 #pragma GCC unroll 4
@@ -281,7 +319,7 @@ XK_TARGET static XK_ALWAYS void direct_k4_T(const struct xk_rows *rp, int64_t nb
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
             vi lo[8], hi[8], is0[XK_DIRECT_T], is1[XK_DIRECT_T];
-            k4_codes(rp, off + (q5 ? 48 : 16), c, q5 ? qh : NULL, lo, hi);
+            k4_codes(rp, off + (q5 ? 48 : 16), c, q5 ? qh : NULL, lo, hi, pl);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) is0[t] = is1[t] = xk_zero();
 #pragma GCC unroll 8
@@ -396,7 +434,15 @@ XK_TARGET static XK_ALWAYS vi q6_scale(const vi s4[4], int s) {
     return xk_srai32(xk_slli32(s4[s / 4], 24 - 8 * (s % 4)), 24);
 }
 
-XK_TARGET static void pack_q6_K(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+/* The fp16 d of every row: the last two bytes of the block (the tail of the panel layout). */
+XK_TARGET static XK_ALWAYS vf q6_d(const struct xk_rows *rp, size_t off, const bool pl) {
+    if (pl) return xk_f16_load(rp->r[0] + (off + 208) * XK_NL);
+    /* gather the dword ending there, keep its high half */
+    return xk_f16_lo(xk_srli32(xk_gather_rows(rp, off + 206), 16));
+}
+
+XK_TARGET static XK_ALWAYS void pack_q6_K_T(const struct xk_rows *rp, int64_t b0, int64_t nb,
+                                            uint8_t *pk, const bool pl) {
     for (int64_t b = 0; b < nb; b++, pk += XK_Q6_PK) {
         const size_t off = (size_t)(b0 + b) * sizeof(struct xd_block_q6_K);
         xk_prefetch_next(rp, b);
@@ -404,9 +450,9 @@ XK_TARGET static void pack_q6_K(const struct xk_rows *rp, int64_t b0, int64_t nb
 #pragma GCC unroll 2
         for (int half = 0; half < 2; half++) {
             vi ql0[8], ql1[8], qh[8];
-            xk_transpose8(rp, off + 64 * (size_t)half, ql0);
-            xk_transpose8(rp, off + 64 * (size_t)half + 32, ql1);
-            xk_transpose8(rp, off + 128 + 32 * (size_t)half, qh);
+            xk_tr8(rp, off + 64 * (size_t)half, ql0, pl);
+            xk_tr8(rp, off + 64 * (size_t)half + 32, ql1, pl);
+            xk_tr8(rp, off + 128 + 32 * (size_t)half, qh, pl);
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++)
 #pragma GCC unroll 8
@@ -414,18 +460,26 @@ XK_TARGET static void pack_q6_K(const struct xk_rows *rp, int64_t b0, int64_t nb
                     xk_store(W + 32 * half + 8 * k + i, q6_code(ql0, ql1, qh, k, i));
         }
         vi s4[4];
-        xk_transpose4(rp, off + 192, s4); /* the 16 int8 scales, 4 per dword */
+        xk_tr4(rp, off + 192, s4, pl); /* the 16 int8 scales, 4 per dword */
 #pragma GCC unroll 16
         for (int s = 0; s < 16; s++) xk_store(SC + s, q6_scale(s4, s));
-        xk_storef(pk + 80 * sizeof(vi), xk_f16_lo(xk_srli32(xk_gather_rows(rp, off + 206), 16)));
+        xk_storef(pk + 80 * sizeof(vi), q6_d(rp, off, pl));
     }
+}
+
+XK_TARGET static void pack_q6_K(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    pack_q6_K_T(rp, b0, nb, pk, false);
+}
+
+XK_TARGET static void pack_q6_K_pl(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    pack_q6_K_T(rp, b0, nb, pk, true);
 }
 
 /* Few tokens: codes and dot products in registers; sub-block s = 8 half + 2k + sb covers groups
  * 4sb..4sb+3 of (half, k), i.e. x codes 16s..16s+15. */
 XK_TARGET static XK_ALWAYS void direct_q6_K_T(const struct xk_rows *rp, int64_t nbk,
-                                              const uint8_t *xa, size_t xs, float *acc,
-                                              const int T) {
+                                              const bool pl, const uint8_t *xa, size_t xs,
+                                              float *acc, const int T) {
     vf a[XK_DIRECT_T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) a[t] = xk_zerof();
@@ -433,9 +487,8 @@ XK_TARGET static XK_ALWAYS void direct_q6_K_T(const struct xk_rows *rp, int64_t 
         const size_t off = (size_t)b * sizeof(struct xd_block_q6_K);
         xk_prefetch_next(rp, b);
         vi s4[4];
-        xk_transpose4(rp, off + 192, s4);
-        /* d is the block's last two bytes: gather the dword ending there, keep its high half */
-        const vf d = xk_f16_lo(xk_srli32(xk_gather_rows(rp, off + 206), 16));
+        xk_tr4(rp, off + 192, s4, pl);
+        const vf d = q6_d(rp, off, pl);
         const struct xd_qa256 *x[XK_DIRECT_T];
         vi isum[XK_DIRECT_T];
 #pragma GCC unroll 4
@@ -446,9 +499,9 @@ XK_TARGET static XK_ALWAYS void direct_q6_K_T(const struct xk_rows *rp, int64_t 
 #pragma GCC unroll 2
         for (int half = 0; half < 2; half++) {
             vi ql0[8], ql1[8], qh[8];
-            xk_transpose8(rp, off + 64 * (size_t)half, ql0);
-            xk_transpose8(rp, off + 64 * (size_t)half + 32, ql1);
-            xk_transpose8(rp, off + 128 + 32 * (size_t)half, qh);
+            xk_tr8(rp, off + 64 * (size_t)half, ql0, pl);
+            xk_tr8(rp, off + 64 * (size_t)half + 32, ql1, pl);
+            xk_tr8(rp, off + 128 + 32 * (size_t)half, qh, pl);
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++)
 #pragma GCC unroll 2
@@ -547,35 +600,32 @@ XK_TARGET static void direct_q8_0(const struct xk_rows *rp, int64_t nbk, const u
     }
 }
 
-XK_TARGET static void direct_q4_K(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
-                                  size_t xs, float *acc, int tn) {
-    switch (tn) {
-    case 1: direct_k4_T(rp, nbk, false, xa, xs, acc, 1); break;
-    case 2: direct_k4_T(rp, nbk, false, xa, xs, acc, 2); break;
-    case 3: direct_k4_T(rp, nbk, false, xa, xs, acc, 3); break;
-    default: direct_k4_T(rp, nbk, false, xa, xs, acc, XK_DIRECT_T); break;
+/* The direct kernels: a switch from the token count to the kernel for exactly that many. */
+#define XK_DIRECT_SWITCH(call)                                                                     \
+    switch (tn) {                                                                                  \
+    case 1: call(1); break;                                                                        \
+    case 2: call(2); break;                                                                        \
+    case 3: call(3); break;                                                                        \
+    default: call(XK_DIRECT_T); break;                                                             \
     }
-}
 
-XK_TARGET static void direct_q5_K(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
-                                  size_t xs, float *acc, int tn) {
-    switch (tn) {
-    case 1: direct_k4_T(rp, nbk, true, xa, xs, acc, 1); break;
-    case 2: direct_k4_T(rp, nbk, true, xa, xs, acc, 2); break;
-    case 3: direct_k4_T(rp, nbk, true, xa, xs, acc, 3); break;
-    default: direct_k4_T(rp, nbk, true, xa, xs, acc, XK_DIRECT_T); break;
+#define XK_Q4(T) direct_k4_T(rp, nbk, false, false, xa, xs, acc, T)
+#define XK_Q4P(T) direct_k4_T(rp, nbk, false, true, xa, xs, acc, T)
+#define XK_Q5(T) direct_k4_T(rp, nbk, true, false, xa, xs, acc, T)
+#define XK_Q5P(T) direct_k4_T(rp, nbk, true, true, xa, xs, acc, T)
+#define XK_Q6(T) direct_q6_K_T(rp, nbk, false, xa, xs, acc, T)
+#define XK_Q6P(T) direct_q6_K_T(rp, nbk, true, xa, xs, acc, T)
+#define XK_DIRECT_FN(name, call)                                                                   \
+    XK_TARGET static void name(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,           \
+                               size_t xs, float *acc, int tn) {                                    \
+        XK_DIRECT_SWITCH(call)                                                                     \
     }
-}
-
-XK_TARGET static void direct_q6_K(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
-                                  size_t xs, float *acc, int tn) {
-    switch (tn) {
-    case 1: direct_q6_K_T(rp, nbk, xa, xs, acc, 1); break;
-    case 2: direct_q6_K_T(rp, nbk, xa, xs, acc, 2); break;
-    case 3: direct_q6_K_T(rp, nbk, xa, xs, acc, 3); break;
-    default: direct_q6_K_T(rp, nbk, xa, xs, acc, XK_DIRECT_T); break;
-    }
-}
+XK_DIRECT_FN(direct_q4_K, XK_Q4)
+XK_DIRECT_FN(direct_q4_K_pl, XK_Q4P)
+XK_DIRECT_FN(direct_q5_K, XK_Q5)
+XK_DIRECT_FN(direct_q5_K_pl, XK_Q5P)
+XK_DIRECT_FN(direct_q6_K, XK_Q6)
+XK_DIRECT_FN(direct_q6_K_pl, XK_Q6P)
 
 /* ---- the driver: panels of rows, slices of the row, groups of tokens ------------------------ */
 
@@ -657,44 +707,18 @@ XK_TARGET static void gemm_q8_0(const struct xd_tensor *w, int64_t r0, int64_t r
     xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
 }
 
-XK_TARGET static void gemm_q4_K(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa,
-                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
-    static const struct xk_kind k = {256,
-                                     sizeof(struct xd_block_q4_K),
-                                     sizeof(struct xd_qa256),
-                                     XK_K4_PK,
-                                     XK_TMAX_K,
-                                     pack_q4_K,
-                                     micro_k4,
-                                     direct_q4_K,
-                                     XK_DIRECT_T};
-    xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
-}
-
-XK_TARGET static void gemm_q5_K(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa,
-                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
-    static const struct xk_kind k = {256,
-                                     sizeof(struct xd_block_q5_K),
-                                     sizeof(struct xd_qa256),
-                                     XK_K4_PK,
-                                     XK_TMAX_K,
-                                     pack_q5_K,
-                                     micro_k4,
-                                     direct_q5_K,
-                                     XK_DIRECT_T};
-    xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
-}
-
-XK_TARGET static void gemm_q6_K(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa,
-                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
-    static const struct xk_kind k = {256,
-                                     sizeof(struct xd_block_q6_K),
-                                     sizeof(struct xd_qa256),
-                                     XK_Q6_PK,
-                                     XK_TMAX_K,
-                                     pack_q6_K,
-                                     micro_q6_K,
-                                     direct_q6_K,
-                                     XK_DIRECT_T};
-    xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
-}
+/* The k-quants, in the row layout and in the panel layout (kernels.h). */
+#define XK_GEMM_K(name, block, pk_blk, pack, micro, direct)                                        \
+    XK_TARGET static void name(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa, \
+                               size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {   \
+        static const struct xk_kind k = {256,        sizeof(block), sizeof(struct xd_qa256),       \
+                                         pk_blk,     XK_TMAX_K,     pack,                          \
+                                         micro,      direct,        XK_DIRECT_T};                  \
+        xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);                                    \
+    }
+XK_GEMM_K(gemm_q4_K, struct xd_block_q4_K, XK_K4_PK, pack_q4_K, micro_k4, direct_q4_K)
+XK_GEMM_K(gemm_q4_K_pl, struct xd_block_q4_K, XK_K4_PK, pack_q4_K_pl, micro_k4, direct_q4_K_pl)
+XK_GEMM_K(gemm_q5_K, struct xd_block_q5_K, XK_K4_PK, pack_q5_K, micro_k4, direct_q5_K)
+XK_GEMM_K(gemm_q5_K_pl, struct xd_block_q5_K, XK_K4_PK, pack_q5_K_pl, micro_k4, direct_q5_K_pl)
+XK_GEMM_K(gemm_q6_K, struct xd_block_q6_K, XK_Q6_PK, pack_q6_K, micro_q6_K, direct_q6_K)
+XK_GEMM_K(gemm_q6_K_pl, struct xd_block_q6_K, XK_Q6_PK, pack_q6_K_pl, micro_q6_K, direct_q6_K_pl)

@@ -19,6 +19,7 @@
 #ifndef XD_OPS_H
 #define XD_OPS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -66,6 +67,21 @@ int xd_backend_create(const struct xd_backend_params *p, struct xd_backend **out
                       size_t errlen);
 /* Joins the threads and frees everything. NULL is a no-op. */
 void xd_backend_destroy(struct xd_backend *be);
+
+/* Give the backend its own copy, in the panel layout of its kernels (kernels.h), of every
+ * matmul weight of m they have panel kernels for (the k-quants on cpu-avx2/avx512; rows a
+ * multiple of the panel): attention, dense FFN and the LM head (not when tied to the
+ * embedding table, which get_row reads by rows), and the routed experts too if experts. The
+ * matmuls then read the copy whenever a weight view falls inside one, bit for bit the same
+ * numbers with no transposes; views elsewhere (an offloaded expert cache's slots) keep the
+ * row kernels. The mapping's pages of each copied range are dropped from the process
+ * (madvise DONTNEED; the page cache keeps them), so resident memory stays one copy. m must
+ * outlive the backend. 0, or XD_E_NOMEM (nothing repacked, message in err). A second call is a
+ * no-op. */
+int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool experts, char *err,
+                      size_t errlen);
+/* Bytes the backend repacked (0: none). */
+uint64_t xd_backend_repacked_bytes(const struct xd_backend *be);
 const struct xd_ops *xd_backend_ops(const struct xd_backend *be);
 /* The backend's resolved name ("cpu-avx512" for "cpu" on this machine). */
 const char *xd_backend_name(const struct xd_backend *be);

@@ -53,6 +53,7 @@ struct mm_job {
     struct xd_backend *be;
     const struct xd_tensor *w;
     const struct xd_kern_type *kt; /* NULL: vec_dot_f32 on float activations */
+    xd_gemm_fn gemm;               /* kt's gemm, or its gemm_panel when w is a repacked copy */
     xd_act_convert_fn convert;
     const float *x;
     int64_t ldx;
@@ -79,7 +80,7 @@ static void mm_task(void *arg, int ith, int nth) {
     int64_t r0, len;
     while ((r0 = xd_pool_claim_guided(&j->next, rows, j->chunk, nth, &len)) >= 0) {
         if (j->kt) {
-            j->kt->gemm(j->w, r0, r0 + len, j->xa, j->xs, j->n_tok, j->y, j->ldy, scratch);
+            j->gemm(j->w, r0, r0 + len, j->xa, j->xs, j->n_tok, j->y, j->ldy, scratch);
             continue;
         }
         const xd_vec_dot_f32_fn dot = xd_type_traits(j->w->type)->vec_dot_f32;
@@ -105,6 +106,20 @@ static void matmul(struct xd_backend *be, const struct xd_tensor *w, const float
         xs = xd__act_row_size(j.kt->act, n);
         j.convert = convert_for(be, j.kt->act);
         if (n % blk || n > be->max_row || !j.convert || xs == 0) j.kt = NULL;
+    }
+    /* the backend's copy in the panel layout if w lies in one (xd_backend_repack) */
+    struct xd_tensor wpl;
+    if (j.kt) j.gemm = j.kt->gemm;
+    if (j.kt && j.kt->gemm_panel && be->n_pmap) {
+        const struct xd_panel_map *pm = xd__panel_find(be, w->data);
+        const size_t o = pm ? (size_t)((const uint8_t *)w->data - pm->src) : 0;
+        if (pm && w->nb[1] == pm->row && o % pm->panel_bytes == 0 &&
+            o + (size_t)rows * pm->row <= pm->len) {
+            wpl = *w;
+            wpl.data = pm->dst + o;
+            j.w = &wpl;
+            j.gemm = j.kt->gemm_panel;
+        }
     }
     const int64_t panel = j.kt ? j.kt->panel : 1;
     const int nth = be->n_threads;

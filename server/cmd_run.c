@@ -28,7 +28,7 @@ struct run_opts {
     const char *backend; /* --backend; NULL = "cpu" */
     uint64_t gpu_memory; /* --gpu-memory: cap on VRAM use (backend cuda); 0 = free VRAM */
     uint64_t kv_bytes;   /* --kv-cache: paged KV pool; 0 = the context's positions */
-    bool json, ignore_eos;
+    bool json, ignore_eos, no_repack;
     struct xd_sampler_params sp;
     struct xd_xc_config xc; /* --expert-* options; budget 0 = everything resident */
 };
@@ -53,6 +53,8 @@ static void usage(FILE *f) {
             "  --ignore-eos            keep generating after end-of-generation tokens\n"
             "  --json                  print one JSON object instead of the text\n"
             "  -t, --threads N         CPU kernel threads (default: one per CPU)\n"
+            "  --no-repack             keep the weights in the file's row layout (no copy in\n"
+            "                          the CPU kernels' panel layout: less load time, slower)\n"
             "  --backend NAME          " XD_BACKEND_NAMES ", cuda (default cpu: the\n"
             "                          fastest kernels this CPU runs)\n"
             "  --gpu-memory SIZE       cuda: VRAM to use at most (default: what is free); without\n"
@@ -96,6 +98,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
         }
         if (!strcmp(a, "--ignore-eos")) {
             o->ignore_eos = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-repack")) {
+            o->no_repack = true;
             continue;
         }
         const int used = xd_xc_config_argv(&o->xc, "run", argc, argv, &i);
@@ -313,6 +319,7 @@ int xd_cmd_run(int argc, char **argv) {
     int64_t need = (int64_t)prompt.n + o.n_predict;
     struct xd_ctx_params cp = {.n_ctx = o.n_ctx ? o.n_ctx : (int32_t)(need < 16 ? 16 : need),
                                .xc = xc, .backend = o.backend, .n_threads = o.n_threads,
+                               .no_repack = o.no_repack,
                                .kv_bytes = o.kv_bytes};
     if ((rc = xd_ctx_create(m, &cp, &ctx, err, sizeof err))) {
         fprintf(stderr, "expertd run: %s\n", err);

@@ -43,6 +43,8 @@ static void usage(FILE *f) {
             "  --idle-timeout S          keep-alive connection idle limit (default 60)\n"
             "  --drain-timeout S         SIGTERM: seconds in-flight requests get (default 30)\n"
             "  -t, --threads N           CPU kernel threads (default: one per CPU)\n"
+            "  --no-repack               keep the weights in the file's row layout (no copy in\n"
+            "                            the CPU kernels' panel layout: less load time, slower)\n"
             "  --backend NAME            compute backend: " XD_BACKEND_NAMES ", cuda (default "
             "cpu)\n"
             "  --gpu-memory SIZE         cuda: VRAM to use at most (default: what is free); "
@@ -89,6 +91,10 @@ int xd_cmd_serve(int argc, char **argv) {
         }
         if (!strcmp(a, "--quiet")) {
             c.quiet = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-repack")) {
+            c.no_repack = true;
             continue;
         }
         const int used = xd_xc_config_argv(&c.xc, "serve", argc, argv, &i);

@@ -192,6 +192,7 @@ static void load_work(uv_work_t *w) {
         struct xd_engine_params ep = {
             .backend = s->cfg.backend,
             .n_threads = s->cfg.n_threads,
+            .no_repack = s->cfg.no_repack,
             .xc = s->xc,
             .n_parallel = s->cfg.n_parallel,
             .n_ctx = s->cfg.n_ctx,

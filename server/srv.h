@@ -40,6 +40,7 @@ struct srv_config {
     bool quiet;                 /* no per-request log lines */
     const char *backend;        /* compute backend (forward.h); NULL = "cpu" */
     int32_t n_threads;          /* kernel threads; 0 = one per online CPU */
+    bool no_repack;             /* --no-repack (forward.h xd_ctx_params.no_repack) */
     struct xd_xc_config xc;     /* --expert-* options; budget 0 = every expert resident */
     uint64_t gpu_memory;        /* --gpu-memory: VRAM cap for backend cuda; 0 = what is free */
 };

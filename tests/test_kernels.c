@@ -145,6 +145,8 @@ Test(kernels, activation_conversion_equals_reference) {
 
 /* y of the reference and of each SIMD table over rows [0, n_rows) for n_tok tokens, the range
  * cut into the pieces [0, c1), [c1, c2), [c2, n_rows) at panel boundaries. */
+static int n_panel_checks; /* gemm_panel runs compared, so a test can tell it ran some */
+
 static void check_gemm(uint32_t type, int64_t n, int64_t n_rows, int64_t n_tok, uint64_t seed) {
     const struct xd_kernels *tabs[3], *ref = xd__kernels_ref();
     const int nt = simd_tables(tabs);
@@ -191,6 +193,25 @@ static void check_gemm(uint32_t type, int64_t n, int64_t n_rows, int64_t n_tok, 
                           "%s %s n %lld rows %lld tokens %lld: y[%lld] = %.9g, reference %.9g",
                           kt->name, xd_type_name(type), (long long)n, (long long)n_rows,
                           (long long)n_tok, (long long)i, y[i], want[i]);
+            if (e->gemm_panel && n_rows % p == 0) { /* the same from the panel layout */
+                const size_t bytes = row * (size_t)n_rows;
+                uint8_t *wp = aligned_alloc(64, (bytes + 63) / 64 * 64);
+                xd__panel_repack(wp, w, n_rows, row, xd_type_traits(type)->type_size, p);
+                struct xd_tensor pt = wt;
+                pt.data = wp;
+                memset(y, 0xff, (size_t)(n_rows * n_tok) * sizeof(float));
+                for (int i = 0; i < 3; i++)
+                    if (cut[i + 1] > cut[i])
+                        e->gemm_panel(&pt, cut[i], cut[i + 1], xa, xs, n_tok, y, n_rows, scratch);
+                for (int64_t i = 0; i < n_rows * n_tok; i++)
+                    cr_assert(memcmp(&y[i], &want[i], sizeof(float)) == 0,
+                              "%s %s panels, n %lld rows %lld tokens %lld: y[%lld] = %.9g, "
+                              "reference %.9g",
+                              kt->name, xd_type_name(type), (long long)n, (long long)n_rows,
+                              (long long)n_tok, (long long)i, y[i], want[i]);
+                free(wp);
+                n_panel_checks++;
+            }
             free(y);
         }
         free(xa);
@@ -232,6 +253,23 @@ Test(kernels, gemm_long_rows_in_several_slices_equal_reference) {
     }
     check_gemm(XD_TYPE_Q8_0, 6144, 20, 9, 5);
     check_gemm(XD_TYPE_Q4_K, 6144, 20, 9, 6);
+}
+
+/* The k-quants from the panel layout (xd__panel_repack) give the row layout's bits: every
+ * token count of the direct kernels and of the packed path, ranges that start mid-matrix. */
+Test(kernels, gemm_panel_layout_equals_reference) {
+    static const uint32_t types[] = {XD_TYPE_Q4_K, XD_TYPE_Q5_K, XD_TYPE_Q6_K};
+    static const int64_t toks[] = {1, 2, 3, 4, 5, 9, 17};
+    n_panel_checks = 0;
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++)
+            check_gemm(types[i], t % 2 ? 512 : 2816, 48, toks[t], 300 + i * 17 + t);
+    struct xd_cpu_features f;
+    xd_cpu_features_probe(&f);
+    if (xd_cpu_has_avx2(&f))
+        cr_assert_gt(n_panel_checks, 0, "no table ran its panel kernels");
+    else
+        cr_log_info("no AVX2: the panel kernels were not run");
 }
 
 Test(kernels, gemm_odd_row_lengths_equal_reference) {
@@ -325,15 +363,18 @@ Test(kernels, elementwise_equal_reference_and_exp_is_accurate) {
 
 /* ---- the backends end to end ------------------------------------------------------------- */
 
+/* rows: no repacked copy (xd_ctx_params.no_repack); *repacked (if not NULL): the bytes the
+ * backend repacked. */
 static float *logits(struct xd_model *m, const char *backend, int32_t n_threads, int32_t n_batch,
-                     bool stepwise) {
+                     bool stepwise, bool rows, uint64_t *repacked) {
     char err[256];
     struct xd_ctx *c;
-    struct xd_ctx_params cp = {
-        .n_ctx = 64, .n_batch = n_batch, .backend = backend, .n_threads = n_threads};
+    struct xd_ctx_params cp = {.n_ctx = 64, .n_batch = n_batch, .backend = backend,
+                               .n_threads = n_threads, .no_repack = rows};
     int rc = xd_ctx_create(m, &cp, &c, err, sizeof err);
     if (rc == XD_E_UNSUPPORTED) return NULL;
     cr_assert_eq(rc, 0, "%s", err);
+    if (repacked) *repacked = xd_backend_repacked_bytes(xd_ctx_backend(c));
     const int32_t ids[20] = {1,  450,  439, 860, 289, 798, 113, 17, 123, 5,
                              77, 1000, 42,  9,   311, 12,  900, 3,  64,  250};
     int32_t pos[20], seq[20] = {0};
@@ -356,40 +397,54 @@ static float *logits(struct xd_model *m, const char *backend, int32_t n_threads,
 
 /* cpu-scalar, cpu-avx2 and cpu-avx512 give the same logits for every position, with 1..4
  * threads, batched, stepwise and chunked. */
-static void backends_agree(const char *fixture) {
+static uint64_t backends_agree(const char *fixture) {
     char *p = xd_test_fixture(fixture), err[512];
     struct xd_model *m;
     cr_assert_eq(xd_model_load(p, &m, err, sizeof err), 0, "%s", err);
     free(p);
     const size_t nb = 20 * (size_t)m->hp.n_vocab * sizeof(float);
-    float *want = logits(m, "cpu-scalar", 1, 512, false);
+    float *want = logits(m, "cpu-scalar", 1, 512, false, false, NULL);
     const struct {
         const char *be;
         int32_t threads, n_batch;
-        bool step;
-    } runs[] = {{"cpu-scalar", 3, 7, false}, {"cpu-avx2", 1, 512, false},
-                {"cpu-avx2", 2, 512, true},  {"cpu-avx512", 1, 512, false},
-                {"cpu-avx512", 2, 5, false}, {"cpu-avx512", 3, 512, true},
-                {"cpu-avx512", 4, 9, false}};
+        bool step, rows;
+    } runs[] = {{"cpu-scalar", 3, 7, false, false}, {"cpu-avx2", 1, 512, false, false},
+                {"cpu-avx2", 2, 512, true, false},  {"cpu-avx2", 2, 512, true, true},
+                {"cpu-avx512", 1, 512, false, false}, {"cpu-avx512", 2, 5, false, false},
+                {"cpu-avx512", 3, 512, true, false}, {"cpu-avx512", 3, 512, true, true},
+                {"cpu-avx512", 4, 9, false, false}};
+    uint64_t repacked = 0;
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-        float *got = logits(m, runs[i].be, runs[i].threads, runs[i].n_batch, runs[i].step);
+        uint64_t rb = 0;
+        float *got = logits(m, runs[i].be, runs[i].threads, runs[i].n_batch, runs[i].step,
+                            runs[i].rows, &rb);
         if (!got) {
             cr_log_info("%s: not on this CPU", runs[i].be);
             continue;
         }
-        cr_assert_eq(memcmp(got, want, nb), 0, "%s: %s, %d threads, n_batch %d%s differs", fixture,
-                     runs[i].be, runs[i].threads, runs[i].n_batch,
-                     runs[i].step ? ", stepwise" : "");
+        cr_assert(!runs[i].rows || rb == 0, "--no-repack repacked %llu bytes",
+                  (unsigned long long)rb);
+        repacked += rb;
+        cr_assert_eq(memcmp(got, want, nb), 0, "%s: %s, %d threads, n_batch %d%s%s differs",
+                     fixture, runs[i].be, runs[i].threads, runs[i].n_batch,
+                     runs[i].step ? ", stepwise" : "", runs[i].rows ? ", row layout" : "");
         free(got);
     }
     free(want);
     xd_model_free(m);
+    return repacked;
 }
 
-Test(backends, identical_logits_mixtral_q4_k_m) { backends_agree("mixtral-tiny-q4_k_m.gguf"); }
-Test(backends, identical_logits_mixtral_q8_0) { backends_agree("mixtral-tiny-q8_0.gguf"); }
-Test(backends, identical_logits_qwen3moe_f16) { backends_agree("qwen3moe-tiny-f16.gguf"); }
-Test(backends, identical_logits_qwen3moe_f32) { backends_agree("qwen3moe-tiny-f32.gguf"); }
+/* the k-quants of this one are repacked into the panel layout wherever AVX2 runs */
+Test(backends, identical_logits_mixtral_q4_k_m) {
+    struct xd_cpu_features f;
+    xd_cpu_features_probe(&f);
+    const uint64_t repacked = backends_agree("mixtral-tiny-q4_k_m.gguf");
+    cr_assert(!xd_cpu_has_avx2(&f) || repacked > 0, "nothing was repacked");
+}
+Test(backends, identical_logits_mixtral_q8_0) { (void)backends_agree("mixtral-tiny-q8_0.gguf"); }
+Test(backends, identical_logits_qwen3moe_f16) { (void)backends_agree("qwen3moe-tiny-f16.gguf"); }
+Test(backends, identical_logits_qwen3moe_f32) { (void)backends_agree("qwen3moe-tiny-f32.gguf"); }
 
 Test(backends, names_threads_and_errors) {
     struct xd_backend *be;
