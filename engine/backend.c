@@ -149,6 +149,7 @@ struct repack_job {
     const struct xd_tensor *t;
     uint8_t *dst;
     int64_t rows, panel; /* all rows of all matrices, panel rows */
+    int head;            /* xd_kern_type.panel_head */
     size_t row;
     _Atomic int64_t next;
 };
@@ -159,8 +160,9 @@ static void repack_task(void *arg, int ith, int nth) {
     const size_t blk = xd_type_traits(j->t->type)->type_size;
     int64_t r0, len;
     while ((r0 = xd_pool_claim(&j->next, j->rows, 64 * j->panel, &len)) >= 0)
-        xd__panel_repack(j->dst + (size_t)r0 * j->row, (const uint8_t *)j->t->data + (size_t)r0 * j->row,
-                         len, j->row, blk, j->panel);
+        xd__panel_repack(j->dst + (size_t)r0 * j->row,
+                         (const uint8_t *)j->t->data + (size_t)r0 * j->row, len, j->row, blk,
+                         (size_t)j->head, j->panel);
 }
 
 static int cmp_pmap(const void *a, const void *b) {
@@ -207,9 +209,10 @@ int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool expe
     for (size_t i = 0; i < n; i++) {
         const struct xd_tensor *t = ts[i];
         const size_t bytes = panel_bytes(be, t), row = t->nb[1];
-        const int64_t panel = panel_kern(be, t->type)->panel;
+        const struct xd_kern_type *kt = panel_kern(be, t->type);
+        const int64_t panel = kt->panel;
         struct repack_job j = {.t = t, .dst = mem + off, .panel = panel, .row = row,
-                               .rows = (int64_t)(bytes / row)};
+                               .head = kt->panel_head, .rows = (int64_t)(bytes / row)};
         atomic_init(&j.next, 0);
         xd_pool_run(be->pool, repack_task, &j);
         map[i] = (struct xd_panel_map){.src = t->data, .len = bytes, .dst = mem + off,

@@ -82,17 +82,20 @@ struct xd_kern_type {
     /* The same product, bit for bit, of weights in the panel layout (xd__panel_repack with
      * this panel): the transposes of the row layout are plain loads. NULL: rows only. */
     xd_gemm_fn gemm_panel;
+    int panel_head; /* the head argument of xd__panel_repack for this type */
 };
 
 /* The panel layout of a weight matrix of rows x row_bytes, rows a multiple of panel: for each
  * panel of `panel` rows and each block b of blk_bytes, a chunk of panel * blk_bytes bytes at
- * (panel index * panel * row_bytes) + b * panel * blk_bytes that holds, for j < blk_bytes / 4,
- * dword j of the block of every row (row order) at 4 * panel * j, then the blk_bytes % 4 tail
- * bytes of every row. So the chunk is what the kernels' register transposes of the row layout
- * produce, in address order: one sequential stream per panel. Same size as the rows, and a
- * view of whole panels (an expert of a merged tensor) keeps its offset. */
+ * (panel index * panel * row_bytes) + b * panel * blk_bytes. With nd = (blk_bytes - head) / 4,
+ * it holds, for j < nd, the dword at byte head + 4j of the block of every row (row order) at
+ * 4 * panel * j, then the rest of every row's block (its first head bytes, then the bytes
+ * after the last dword) at 4 * panel * nd. So the chunk is what the kernels' register
+ * transposes of the row layout produce, in address order: one sequential stream per panel.
+ * Same size as the rows, and a view of whole panels (an expert of a merged tensor) keeps its
+ * offset. head: 2 for Q8_0 (its fp16 d precedes the codes), 0 for the k-quants. */
 void xd__panel_repack(void *dst, const void *src, int64_t rows, size_t row_bytes, size_t blk_bytes,
-                      int64_t panel);
+                      size_t head, int64_t panel);
 
 struct xd_kernels {
     const char *name;

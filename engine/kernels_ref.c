@@ -318,8 +318,9 @@ static const struct xd_kernels kernels_ref = {
 const struct xd_kernels *xd__kernels_ref(void) { return &kernels_ref; }
 
 void xd__panel_repack(void *dst, const void *src, int64_t rows, size_t row_bytes, size_t blk_bytes,
-                      int64_t panel) {
-    const size_t nd = blk_bytes / 4, tail = blk_bytes % 4, nblk = row_bytes / blk_bytes;
+                      size_t head, int64_t panel) {
+    const size_t nd = (blk_bytes - head) / 4, tail = (blk_bytes - head) % 4;
+    const size_t rest = head + tail, nblk = row_bytes / blk_bytes;
     const size_t np = (size_t)panel;
     for (int64_t p0 = 0; p0 < rows; p0 += panel) {
         const uint8_t *in = (const uint8_t *)src + (size_t)p0 * row_bytes;
@@ -327,8 +328,11 @@ void xd__panel_repack(void *dst, const void *src, int64_t rows, size_t row_bytes
         for (size_t b = 0; b < nblk; b++, out += np * blk_bytes)
             for (size_t r = 0; r < np; r++) {
                 const uint8_t *blk = in + r * row_bytes + b * blk_bytes;
-                for (size_t j = 0; j < nd; j++) memcpy(out + 4 * (np * j + r), blk + 4 * j, 4);
-                memcpy(out + 4 * np * nd + r * tail, blk + 4 * nd, tail);
+                for (size_t j = 0; j < nd; j++)
+                    memcpy(out + 4 * (np * j + r), blk + head + 4 * j, 4);
+                uint8_t *o = out + 4 * np * nd + r * rest;
+                memcpy(o, blk, head);
+                memcpy(o + head, blk + head + 4 * nd, tail);
             }
     }
 }

@@ -29,10 +29,9 @@
  * loads, one sequential stream per panel). The backend makes that copy at load for the weights
  * it reads from the mapping (xd_backend_repack); an offloaded expert cache's slots keep the row
  * layout and these kernels. Measured with one thread on Zen 4: Q4_K direct from 15 to 25 GB/s,
- * Q6_K from 12 to 17. Not for Q8_0: its 34-byte block does not split into the dwords the rule
- * moves, and its direct kernel already reads at the bandwidth one core gets (a prototype of a
- * transposed Q8_0 layout was no faster). Q8_0's scales come from a gather, the largest single
- * cost of its decode kernel (about 20% in L2).
+ * Q6_K from 12 to 17. Q8_0 (its d moved behind the codes: panel_head 2) gains less, because its
+ * row kernel already reads near the bandwidth of a core: decode +4-11% with 2 threads, no
+ * gather of the scales, prefill unchanged within noise (docs/benchmarks.md).
  */
 
 #define XK_ALWAYS inline __attribute__((always_inline))
@@ -92,16 +91,35 @@ XK_TARGET static XK_ALWAYS void xk_tr4(const struct xk_rows *rp, size_t off, vi 
 
 #define XK_Q8_PK ((size_t)8 * sizeof(vi) + sizeof(vf)) /* packed bytes per block */
 
-XK_TARGET static void pack_q8_0(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+/* The codes of the Q8_0 block at off (bytes 2..33 of each row; in the panel layout, whose head
+ * is the 2 bytes of d, the chunk's first 8 vectors) and the rows' d. */
+XK_TARGET static XK_ALWAYS void q8_block(const struct xk_rows *rp, size_t off, vi g[8], vf *d,
+                                         const bool pl) {
+    xk_tr8(rp, pl ? off : off + 2, g, pl);
+    *d = pl ? xk_f16_load(rp->r[0] + (off + 32) * XK_NL)
+            : xk_f16_lo(xk_gather_rows(rp, off)); /* d, qs[0..1] */
+}
+
+XK_TARGET static XK_ALWAYS void pack_q8_0_T(const struct xk_rows *rp, int64_t b0, int64_t nb,
+                                            uint8_t *pk, const bool pl) {
     for (int64_t b = 0; b < nb; b++, pk += XK_Q8_PK) {
         const size_t off = (size_t)(b0 + b) * sizeof(struct xd_block_q8_0);
         xk_prefetch_next(rp, b);
         vi g[8];
-        xk_transpose8(rp, off + 2, g);
+        vf d;
+        q8_block(rp, off, g, &d, pl);
 #pragma GCC unroll 16
         for (int i = 0; i < 8; i++) xk_store((vi *)pk + i, xk_q8_prep(g[i]));
-        xk_storef(pk + 8 * sizeof(vi), xk_f16_lo(xk_gather_rows(rp, off))); /* d, qs[0..1] */
+        xk_storef(pk + 8 * sizeof(vi), d);
     }
+}
+
+XK_TARGET static void pack_q8_0(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    pack_q8_0_T(rp, b0, nb, pk, false);
+}
+
+XK_TARGET static void pack_q8_0_pl(const struct xk_rows *rp, int64_t b0, int64_t nb, uint8_t *pk) {
+    pack_q8_0_T(rp, b0, nb, pk, true);
 }
 
 XK_TARGET static XK_ALWAYS void micro_q8_0_T(const uint8_t *pk, int64_t nb, const uint8_t *xa,
@@ -150,8 +168,8 @@ XK_TARGET static void micro_q8_0(const uint8_t *pk, int64_t nb, const uint8_t *x
 
 /* Few tokens: the transposed codes go straight into the dot products, never through memory. */
 XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t nbk,
-                                              const uint8_t *xa, size_t xs, float *acc,
-                                              const int T) {
+                                              const bool pl, const uint8_t *xa, size_t xs,
+                                              float *acc, const int T) {
     vf a[XK_DIRECT_T_Q8];
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) a[t] = xk_zerof();
@@ -159,8 +177,8 @@ XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t 
         const size_t off = (size_t)b * sizeof(struct xd_block_q8_0);
         xk_prefetch_next(rp, b);
         vi g[8];
-        xk_transpose8(rp, off + 2, g);
-        const vf dw = xk_f16_lo(xk_gather_rows(rp, off)); /* d, qs[0..1] */
+        vf dw;
+        q8_block(rp, off, g, &dw, pl);
         const struct xd_qa32 *x[XK_DIRECT_T_Q8];
         vi is[XK_DIRECT_T_Q8];
 #pragma GCC unroll 8
@@ -584,20 +602,36 @@ XK_TARGET static void micro_q6_K(const uint8_t *pk, int64_t nb, const uint8_t *x
 typedef void (*xk_direct_fn)(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa, size_t xs,
                              float *acc, int tn);
 
+#if XK_DIRECT_T_Q8 >= 8
+#define XK_Q8_SWITCH(call)                                                                         \
+    switch (tn) {                                                                                  \
+    case 1: call(1); break;                                                                        \
+    case 2: call(2); break;                                                                        \
+    case 3: call(3); break;                                                                        \
+    case 4: call(4); break;                                                                        \
+    case 5: call(5); break;                                                                        \
+    case 6: call(6); break;                                                                        \
+    case 7: call(7); break;                                                                        \
+    default: call(XK_DIRECT_T_Q8); break;                                                          \
+    }
+#else
+#define XK_Q8_SWITCH(call)                                                                         \
+    switch (tn) {                                                                                  \
+    case 1: call(1); break;                                                                        \
+    case 2: call(2); break;                                                                        \
+    case 3: call(3); break;                                                                        \
+    default: call(XK_DIRECT_T_Q8); break;                                                          \
+    }
+#endif
+#define XK_Q8(T) direct_q8_0_T(rp, nbk, false, xa, xs, acc, T)
+#define XK_Q8P(T) direct_q8_0_T(rp, nbk, true, xa, xs, acc, T)
 XK_TARGET static void direct_q8_0(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
                                   size_t xs, float *acc, int tn) {
-    switch (tn) {
-    case 1: direct_q8_0_T(rp, nbk, xa, xs, acc, 1); break;
-    case 2: direct_q8_0_T(rp, nbk, xa, xs, acc, 2); break;
-    case 3: direct_q8_0_T(rp, nbk, xa, xs, acc, 3); break;
-#if XK_DIRECT_T_Q8 >= 8
-    case 4: direct_q8_0_T(rp, nbk, xa, xs, acc, 4); break;
-    case 5: direct_q8_0_T(rp, nbk, xa, xs, acc, 5); break;
-    case 6: direct_q8_0_T(rp, nbk, xa, xs, acc, 6); break;
-    case 7: direct_q8_0_T(rp, nbk, xa, xs, acc, 7); break;
-#endif
-    default: direct_q8_0_T(rp, nbk, xa, xs, acc, XK_DIRECT_T_Q8); break;
-    }
+    XK_Q8_SWITCH(XK_Q8)
+}
+XK_TARGET static void direct_q8_0_pl(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
+                                     size_t xs, float *acc, int tn) {
+    XK_Q8_SWITCH(XK_Q8P)
 }
 
 /* The direct kernels: a switch from the token count to the kernel for exactly that many. */
@@ -693,19 +727,16 @@ XK_TARGET static XK_ALWAYS void xk_gemm(const struct xk_kind *k, const struct xd
     }
 }
 
-XK_TARGET static void gemm_q8_0(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa,
-                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
-    static const struct xk_kind k = {32,
-                                     sizeof(struct xd_block_q8_0),
-                                     sizeof(struct xd_qa32),
-                                     XK_Q8_PK,
-                                     XK_TMAX_Q8,
-                                     pack_q8_0,
-                                     micro_q8_0,
-                                     direct_q8_0,
-                                     XK_DIRECT_T_Q8};
-    xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);
-}
+#define XK_GEMM_Q8(name, pack, direct)                                                             \
+    XK_TARGET static void name(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa, \
+                               size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {   \
+        static const struct xk_kind k = {32,         sizeof(struct xd_block_q8_0),                 \
+                                         sizeof(struct xd_qa32), XK_Q8_PK, XK_TMAX_Q8, pack,       \
+                                         micro_q8_0, direct,     XK_DIRECT_T_Q8};                  \
+        xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);                                    \
+    }
+XK_GEMM_Q8(gemm_q8_0, pack_q8_0, direct_q8_0)
+XK_GEMM_Q8(gemm_q8_0_pl, pack_q8_0_pl, direct_q8_0_pl)
 
 /* The k-quants, in the row layout and in the panel layout (kernels.h). */
 #define XK_GEMM_K(name, block, pk_blk, pack, micro, direct)                                        \

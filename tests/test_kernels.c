@@ -196,7 +196,8 @@ static void check_gemm(uint32_t type, int64_t n, int64_t n_rows, int64_t n_tok, 
             if (e->gemm_panel && n_rows % p == 0) { /* the same from the panel layout */
                 const size_t bytes = row * (size_t)n_rows;
                 uint8_t *wp = aligned_alloc(64, (bytes + 63) / 64 * 64);
-                xd__panel_repack(wp, w, n_rows, row, xd_type_traits(type)->type_size, p);
+                xd__panel_repack(wp, w, n_rows, row, xd_type_traits(type)->type_size,
+                                 (size_t)e->panel_head, p);
                 struct xd_tensor pt = wt;
                 pt.data = wp;
                 memset(y, 0xff, (size_t)(n_rows * n_tok) * sizeof(float));
@@ -255,10 +256,10 @@ Test(kernels, gemm_long_rows_in_several_slices_equal_reference) {
     check_gemm(XD_TYPE_Q4_K, 6144, 20, 9, 6);
 }
 
-/* The k-quants from the panel layout (xd__panel_repack) give the row layout's bits: every
+/* Q8_0 and the k-quants from the panel layout (xd__panel_repack) give the row layout's bits: every
  * token count of the direct kernels and of the packed path, ranges that start mid-matrix. */
 Test(kernels, gemm_panel_layout_equals_reference) {
-    static const uint32_t types[] = {XD_TYPE_Q4_K, XD_TYPE_Q5_K, XD_TYPE_Q6_K};
+    static const uint32_t types[] = {XD_TYPE_Q8_0, XD_TYPE_Q4_K, XD_TYPE_Q5_K, XD_TYPE_Q6_K};
     static const int64_t toks[] = {1, 2, 3, 4, 5, 9, 17};
     n_panel_checks = 0;
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
