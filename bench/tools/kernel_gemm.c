@@ -1,14 +1,16 @@
 /* kernel_gemm.c - time one CPU kernel table's gemm on synthetic weights, one thread.
  *
  *   build/xd_kernel_gemm [TYPE [ROWS [COLS [MATRICES [REPS]]]]]
- *     TYPE q8_0 (default) or q4_k; ROWS x COLS weights (default 3584 x 1024, an expert of
+ *     TYPE q8_0 (default), q4_k or q6_k; ROWS x COLS weights (default 3584 x 1024, an expert of
  *     issue 6's bench model); MATRICES of them, walked in turn so that they stream from DRAM
  *     (default 48: 187 MB of Q8_0); best of REPS passes (default 5).
  *
  * Prints, for 1..8, 12 and 16 tokens, the time of one pass over every matrix and its GB/s, on
- * the best table the CPU has (avx512, else avx2). Kernel-level work only: no thread pool, no
- * activation conversion in the timing. Used for the "direct path to 8 tokens" figures in
- * docs/benchmarks.md; compare builds side by side, alternating runs.
+ * the best table the CPU has (avx512, else avx2), from the row layout and (where the table has
+ * panel kernels and ROWS is a multiple of the panel) from the same weights in the panel layout
+ * (kernels.h), passes alternating. Kernel-level work only: no thread pool, no activation
+ * conversion in the timing. Used for the kernel figures in docs/benchmarks.md; compare builds
+ * side by side, alternating runs.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,14 +29,16 @@ static double now_s(void) {
 }
 
 int main(int argc, char **argv) {
-    const int q4 = argc > 1 && !strcmp(argv[1], "q4_k");
+    const int q4 = argc > 1 && !strcmp(argv[1], "q4_k"), q6 = argc > 1 && !strcmp(argv[1], "q6_k");
     const int64_t rows = argc > 2 ? atoll(argv[2]) : 3584, cols = argc > 3 ? atoll(argv[3]) : 1024;
     const int nmat = argc > 4 ? atoi(argv[4]) : 48, reps = argc > 5 ? atoi(argv[5]) : 5;
-    const uint32_t type = q4 ? XD_TYPE_Q4_K : XD_TYPE_Q8_0;
-    const int64_t blk = q4 ? 256 : 32;
-    const size_t bb = q4 ? sizeof(struct xd_block_q4_K) : sizeof(struct xd_block_q8_0);
+    const uint32_t type = q4 ? XD_TYPE_Q4_K : q6 ? XD_TYPE_Q6_K : XD_TYPE_Q8_0;
+    const int64_t blk = q4 || q6 ? 256 : 32;
+    const size_t bb = q4   ? sizeof(struct xd_block_q4_K)
+                      : q6 ? sizeof(struct xd_block_q6_K)
+                           : sizeof(struct xd_block_q8_0);
     if (rows <= 0 || cols <= 0 || cols % blk || nmat <= 0 || reps <= 0) {
-        fprintf(stderr, "usage: xd_kernel_gemm [q8_0|q4_k] [ROWS] [COLS (a multiple of %lld)] "
+        fprintf(stderr, "usage: xd_kernel_gemm [q8_0|q4_k|q6_k] [ROWS] [COLS (a multiple of %lld)] "
                         "[MATRICES] [REPS]\n", (long long)blk);
         return 2;
     }
@@ -62,30 +66,43 @@ int main(int argc, char **argv) {
     }
     for (size_t b = 0; b < mat * (size_t)nmat / bb; b++) {
         const uint16_t h = 0x2c00;
-        memcpy(w + b * bb, &h, 2);
+        memcpy(w + b * bb + (q6 ? 208 : 0), &h, 2);
         if (q4) memcpy(w + b * bb + 2, &h, 2);
     }
+    /* the same weights in the panel layout (kernels.h), when the table has panel kernels */
+    const struct xd_kern_type *kt = &K->type[type];
+    uint8_t *wp = NULL;
+    if (kt->gemm_panel && rows % kt->panel == 0 &&
+        (wp = aligned_alloc(64, (mat * (size_t)nmat + 63) / 64 * 64)))
+        xd__panel_repack(wp, w, rows * nmat, rb, bb, (size_t)kt->panel_head, kt->panel);
     for (int64_t i = 0; i < TMAX * cols; i++) x[i] = (float)((i * 7919) % 1000 - 500) / 500.0f;
     for (int t = 0; t < TMAX; t++) K->convert[K->type[type].act](x + t * cols, xa + t * xs, cols);
     printf("%s %s, %lld x %lld x %d matrices (%.1f MB), best of %d, 1 thread\n", K->name,
-           q4 ? "Q4_K" : "Q8_0", (long long)rows, (long long)cols, nmat,
+           q4 ? "Q4_K" : q6 ? "Q6_K" : "Q8_0", (long long)rows, (long long)cols, nmat,
            (double)(mat * (size_t)nmat) / 1e6, reps);
     const int toks[] = {1, 2, 3, 4, 5, 6, 7, 8, 12, 16};
     for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
-        double best = 1e30;
-        for (int r = 0; r < reps; r++) {
-            const double t0 = now_s();
-            for (int m = 0; m < nmat; m++) {
-                struct xd_tensor wt = {.name = "w", .type = type, .ne = {cols, rows, 1, 1},
-                                       .nb = {bb, rb, mat, mat}, .data = w + (size_t)m * mat};
-                K->type[type].gemm(&wt, 0, rows, xa, xs, toks[k], y, rows, scratch);
+        double best[2] = {1e30, 1e30}; /* row layout, panel layout: passes alternate */
+        for (int r = 0; r < reps; r++)
+            for (int l = 0; l < (wp ? 2 : 1); l++) {
+                const double t0 = now_s();
+                for (int m = 0; m < nmat; m++) {
+                    struct xd_tensor wt = {.name = "w", .type = type, .ne = {cols, rows, 1, 1},
+                                           .nb = {bb, rb, mat, mat},
+                                           .data = (l ? wp : w) + (size_t)m * mat};
+                    (l ? kt->gemm_panel : kt->gemm)(&wt, 0, rows, xa, xs, toks[k], y, rows,
+                                                    scratch);
+                }
+                const double dt = now_s() - t0;
+                best[l] = dt < best[l] ? dt : best[l];
             }
-            const double dt = now_s() - t0;
-            best = dt < best ? dt : best;
-        }
-        printf("tokens %2d: %7.2f ms  %5.1f GB/s\n", toks[k], best * 1e3,
-               (double)(mat * (size_t)nmat) / best / 1e9);
+        printf("tokens %2d: rows %7.2f ms %5.1f GB/s", toks[k], best[0] * 1e3,
+               (double)(mat * (size_t)nmat) / best[0] / 1e9);
+        if (wp)
+            printf("   panels %7.2f ms %5.1f GB/s", best[1] * 1e3,
+                   (double)(mat * (size_t)nmat) / best[1] / 1e9);
+        printf("\n");
     }
-    free(w), free(x), free(xa), free(y), free(scratch);
+    free(w), free(wp), free(x), free(xa), free(y), free(scratch);
     return 0;
 }
