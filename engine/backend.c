@@ -120,7 +120,7 @@ int xd_backend_n_threads(const struct xd_backend *be) { return be->n_threads; }
 const struct xd_backend_stats *xd_backend_stats(const struct xd_backend *be) { return &be->stats; }
 void xd_backend_stats_reset(struct xd_backend *be) { memset(&be->stats, 0, sizeof be->stats); }
 
-/* ---- weights in the panel layout (xd_backend_repack) ------------------------------------------ */
+/* ---- weights in the panel layout (xd_backend_repack) ---------------------------------------- */
 
 /* The table entry the matmuls will use for type (ops_cpu_fast.c's kern_for), if it has panel
  * kernels. */
@@ -218,8 +218,8 @@ int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool expe
         map[i] = (struct xd_panel_map){.src = t->data, .len = bytes, .dst = mem + off,
                                        .row = row, .panel_bytes = (size_t)panel * row};
         /* drop the mapping's pages of the range from this process (whole pages inside it) */
-        const uintptr_t a = ((uintptr_t)t->data + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg;
-        const uintptr_t b = ((uintptr_t)t->data + bytes) / (uintptr_t)pg * (uintptr_t)pg;
+        const uintptr_t ps = (uintptr_t)pg, base = (uintptr_t)t->data;
+        const uintptr_t a = (base + ps - 1) / ps * ps, b = (base + bytes) / ps * ps;
         if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
         off += (bytes + 4095) / 4096 * 4096;
     }

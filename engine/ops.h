@@ -70,8 +70,9 @@ void xd_backend_destroy(struct xd_backend *be);
 
 /* Give the backend its own copy, in the panel layout of its kernels (kernels.h), of every
  * matmul weight of m they have panel kernels for (Q8_0 and the k-quants on cpu-avx2 and
- * cpu-avx512; rows a multiple of the panel): attention, dense FFN and the LM head (not when tied to the
- * embedding table, which get_row reads by rows), and the routed experts too if experts. The
+ * cpu-avx512; rows a multiple of the panel): attention, dense FFN and the LM head (not when
+ * tied to the embedding table, which get_row reads by rows), and the routed experts too if
+ * experts. The
  * matmuls then read the copy whenever a weight view falls inside one, bit for bit the same
  * numbers with no transposes; views elsewhere (an offloaded expert cache's slots) keep the
  * row kernels. The mapping's pages of each copied range are dropped from the process
