@@ -67,24 +67,22 @@ static inline void xk_prefetch_next(const struct xk_rows *rp, int64_t b) {
  * the block at byte off of the rows starts at r[0] + off * XK_NL, and what xk_transpose8/4
  * build from bytes o.. of the rows lies at chunk + o * XK_NL, so they become plain loads. Every
  * kernel below takes pl as a compile-time constant. */
+XK_TARGET static XK_ALWAYS void xk_panel_load(const struct xk_rows *rp, size_t off, vi *out,
+                                              const int n) {
+#pragma GCC unroll 8
+    for (int i = 0; i < n; i++) out[i] = xk_loadu(rp->r[0] + off * XK_NL + (size_t)i * sizeof(vi));
+}
+
 XK_TARGET static XK_ALWAYS void xk_tr8(const struct xk_rows *rp, size_t off, vi out[8],
                                        const bool pl) {
-    if (!pl) {
-        xk_transpose8(rp, off, out);
-        return;
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) out[i] = xk_loadu(rp->r[0] + off * XK_NL + (size_t)i * sizeof(vi));
+    if (pl) xk_panel_load(rp, off, out, 8);
+    else xk_transpose8(rp, off, out);
 }
 
 XK_TARGET static XK_ALWAYS void xk_tr4(const struct xk_rows *rp, size_t off, vi out[4],
                                        const bool pl) {
-    if (!pl) {
-        xk_transpose4(rp, off, out);
-        return;
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) out[i] = xk_loadu(rp->r[0] + off * XK_NL + (size_t)i * sizeof(vi));
+    if (pl) xk_panel_load(rp, off, out, 4);
+    else xk_transpose4(rp, off, out);
 }
 
 /* ---- Q8_0 ----------------------------------------------------------------------------------- */
@@ -602,6 +600,15 @@ XK_TARGET static void micro_q6_K(const uint8_t *pk, int64_t nb, const uint8_t *x
 typedef void (*xk_direct_fn)(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa, size_t xs,
                              float *acc, int tn);
 
+/* The direct kernels: a switch from the token count to the kernel for exactly that many. */
+#define XK_DIRECT_SWITCH(call)                                                                     \
+    switch (tn) {                                                                                  \
+    case 1: call(1); break;                                                                        \
+    case 2: call(2); break;                                                                        \
+    case 3: call(3); break;                                                                        \
+    default: call(XK_DIRECT_T); break;                                                             \
+    }
+
 #if XK_DIRECT_T_Q8 >= 8
 #define XK_Q8_SWITCH(call)                                                                         \
     switch (tn) {                                                                                  \
@@ -615,13 +622,10 @@ typedef void (*xk_direct_fn)(const struct xk_rows *rp, int64_t nbk, const uint8_
     default: call(XK_DIRECT_T_Q8); break;                                                          \
     }
 #else
-#define XK_Q8_SWITCH(call)                                                                         \
-    switch (tn) {                                                                                  \
-    case 1: call(1); break;                                                                        \
-    case 2: call(2); break;                                                                        \
-    case 3: call(3); break;                                                                        \
-    default: call(XK_DIRECT_T_Q8); break;                                                          \
-    }
+#if XK_DIRECT_T_Q8 != XK_DIRECT_T
+#error "XK_DIRECT_T_Q8 is XK_DIRECT_T or at least 8"
+#endif
+#define XK_Q8_SWITCH(call) XK_DIRECT_SWITCH(call)
 #endif
 #define XK_Q8(T) direct_q8_0_T(rp, nbk, false, xa, xs, acc, T)
 #define XK_Q8P(T) direct_q8_0_T(rp, nbk, true, xa, xs, acc, T)
@@ -633,15 +637,6 @@ XK_TARGET static void direct_q8_0_pl(const struct xk_rows *rp, int64_t nbk, cons
                                      size_t xs, float *acc, int tn) {
     XK_Q8_SWITCH(XK_Q8P)
 }
-
-/* The direct kernels: a switch from the token count to the kernel for exactly that many. */
-#define XK_DIRECT_SWITCH(call)                                                                     \
-    switch (tn) {                                                                                  \
-    case 1: call(1); break;                                                                        \
-    case 2: call(2); break;                                                                        \
-    case 3: call(3); break;                                                                        \
-    default: call(XK_DIRECT_T); break;                                                             \
-    }
 
 #define XK_Q4(T) direct_k4_T(rp, nbk, false, false, xa, xs, acc, T)
 #define XK_Q4P(T) direct_k4_T(rp, nbk, false, true, xa, xs, acc, T)
