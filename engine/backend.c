@@ -122,13 +122,17 @@ void xd_backend_stats_reset(struct xd_backend *be) { memset(&be->stats, 0, sizeo
 
 /* ---- weights in the panel layout (xd_backend_repack) ---------------------------------------- */
 
-/* The table entry the matmuls will use for type (ops_cpu_fast.c's kern_for), if it has panel
- * kernels. */
+const struct xd_kern_type *xd__kern_for(const struct xd_backend *be, uint32_t type) {
+    if (type >= XD_TYPE_COUNT) return NULL;
+    if (be->kern && be->kern->type[type].gemm) return &be->kern->type[type];
+    if (be->kern2 && be->kern2->type[type].gemm) return &be->kern2->type[type];
+    return NULL;
+}
+
+/* The table entry the matmuls will use for type, if it has panel kernels. */
 static const struct xd_kern_type *panel_kern(const struct xd_backend *be, uint32_t type) {
-    if (type >= XD_TYPE_COUNT || be->ops != xd__ops_cpu_fast()) return NULL;
-    const struct xd_kern_type *k = NULL;
-    if (be->kern && be->kern->type[type].gemm) k = &be->kern->type[type];
-    else if (be->kern2 && be->kern2->type[type].gemm) k = &be->kern2->type[type];
+    if (be->ops != xd__ops_cpu_fast()) return NULL;
+    const struct xd_kern_type *k = xd__kern_for(be, type);
     return k && k->gemm_panel ? k : NULL;
 }
 
@@ -177,7 +181,12 @@ int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool expe
     const int64_t nl = m->hp.n_layer;
     const size_t max_t = (size_t)nl * 10 + 1;
     const struct xd_tensor **ts = calloc(max_t, sizeof *ts);
-    if (!ts) return errf(err, errlen, XD_E_NOMEM, "out of memory%s", "");
+    size_t *tb = calloc(max_t, sizeof *tb); /* panel_bytes of ts[i] */
+    if (!ts || !tb) {
+        free(ts);
+        free(tb);
+        return errf(err, errlen, XD_E_NOMEM, "out of memory%s", "");
+    }
     size_t n = 0, total = 0;
     for (int64_t l = 0; l < nl; l++) {
         const struct xd_layer *L = &m->layers[l];
@@ -185,12 +194,14 @@ int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool expe
                                        &L->ffn_gate,  &L->ffn_up,  &L->ffn_down,  &L->gate_exps,
                                        &L->up_exps,   &L->down_exps};
         for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
-            if ((i < 7 || experts) && panel_bytes(be, c[i])) ts[n++] = c[i];
+            if ((i < 7 || experts) && (tb[n] = panel_bytes(be, c[i]))) ts[n++] = c[i];
     }
-    if (m->output.data != m->tok_embd.data && panel_bytes(be, &m->output)) ts[n++] = &m->output;
-    for (size_t i = 0; i < n; i++) total += (panel_bytes(be, ts[i]) + 4095) / 4096 * 4096;
+    if (m->output.data != m->tok_embd.data && (tb[n] = panel_bytes(be, &m->output)))
+        ts[n++] = &m->output;
+    for (size_t i = 0; i < n; i++) total += (tb[i] + 4095) / 4096 * 4096;
     if (!n) {
         free(ts);
+        free(tb);
         return 0;
     }
     uint8_t *mem = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -199,6 +210,7 @@ int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool expe
         if (mem != MAP_FAILED) munmap(mem, total);
         free(map);
         free(ts);
+        free(tb);
         return errf(err, errlen, XD_E_NOMEM, "out of memory for the repacked weights%s", "");
     }
 #ifdef MADV_HUGEPAGE
@@ -208,7 +220,7 @@ int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool expe
     const long pg = sysconf(_SC_PAGESIZE);
     for (size_t i = 0; i < n; i++) {
         const struct xd_tensor *t = ts[i];
-        const size_t bytes = panel_bytes(be, t), row = t->nb[1];
+        const size_t bytes = tb[i], row = t->nb[1];
         const struct xd_kern_type *kt = panel_kern(be, t->type);
         const int64_t panel = kt->panel;
         struct repack_job j = {.t = t, .dst = mem + off, .panel = panel, .row = row,
@@ -226,6 +238,7 @@ int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool expe
     mprotect(mem, total, PROT_READ);
     qsort(map, n, sizeof *map, cmp_pmap);
     free(ts);
+    free(tb);
     be->pmem = mem;
     be->pmem_bytes = total;
     be->pmap = map;

@@ -46,6 +46,8 @@ struct xd_backend {
     size_t pmem_bytes;
 };
 
+/* The kernel entry of a type: the backend's table, then its second choice; NULL if neither. */
+const struct xd_kern_type *xd__kern_for(const struct xd_backend *be, uint32_t type);
 /* The repacked copy holding data, or NULL (bsearch over be->pmap). */
 const struct xd_panel_map *xd__panel_find(const struct xd_backend *be, const void *data);
 

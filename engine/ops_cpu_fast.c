@@ -28,14 +28,6 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
-/* The kernel entry of a type: the backend's table, then its second choice; NULL if neither. */
-static const struct xd_kern_type *kern_for(const struct xd_backend *be, uint32_t type) {
-    if (type >= XD_TYPE_COUNT) return NULL;
-    if (be->kern && be->kern->type[type].gemm) return &be->kern->type[type];
-    if (be->kern2 && be->kern2->type[type].gemm) return &be->kern2->type[type];
-    return NULL;
-}
-
 static xd_act_convert_fn convert_for(const struct xd_backend *be, enum xd_act a) {
     if (be->kern && be->kern->convert[a]) return be->kern->convert[a];
     return be->kern2 ? be->kern2->convert[a] : NULL;
@@ -98,7 +90,7 @@ static void matmul(struct xd_backend *be, const struct xd_tensor *w, const float
     const uint64_t t_start = now_ns();
     const int64_t n = w->ne[0], rows = w->ne[1];
     struct mm_job j = {.be = be, .w = w, .x = x, .ldx = ldx, .y = y, .ldy = ldy};
-    j.kt = kern_for(be, w->type);
+    j.kt = xd__kern_for(be, w->type);
     size_t xs = 0;
     if (j.kt && j.kt->act != XD_ACT_F32) {
         /* rows of whole activation blocks that fit the buffer, or the float path */
