@@ -12,6 +12,11 @@
  * its row, and the block's float step (kernels.h) is one fma per lane: no horizontal sums.
  *   - Up to XK_DIRECT_T tokens (decode) the transposed codes go straight into the dot products
  *     (direct_*): the weights stream through registers once and nothing is stored.
+ *   - Q8_0 up to XK_WIDE_T tokens (batched decode, the LM head of a 16-sequence step): the
+ *     block's codes are decoded into registers once and every token takes them, XK_TMAX_Q8 at a
+ *     time, its accumulator in L1 (wide_q8_0). Unlike pack + micro, the weights keep streaming
+ *     while the tokens are computed: 12-16 tokens 10-20% faster from DRAM on one Zen 4 core. The
+ *     k-quants' direct kernels need more registers per block, so they go straight to packing.
  *   - More tokens (prefill, experts with many tokens): a panel is packed into scratch once per
  *     slice of XD_KERN_PANEL_BYTES (pack_*) and reused by every token, XK_TMAX_* at a time in
  *     registers (micro_*); accumulators wait in scratch between slices.
@@ -36,6 +41,9 @@
 
 #define XK_ALWAYS inline __attribute__((always_inline))
 #define XK_DIRECT_T 4 /* tokens up to which the codes are used straight from registers */
+#ifndef XK_WIDE_T
+#define XK_WIDE_T 32 /* tokens up to which Q8_0 decodes a block once for all tokens (wide_q8_0) */
+#endif
 #ifndef XK_DIRECT_T_Q8
 #define XK_DIRECT_T_Q8 XK_DIRECT_T /* the same for Q8_0 (8 where there are 32 vector registers) */
 #endif
@@ -196,6 +204,70 @@ XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t 
     }
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
+}
+
+/* A few more tokens than the registers hold (batched decode: 9..XK_WIDE_T): the block's codes
+ * are decoded into registers once and every token takes them in groups of XK_TMAX_Q8, its
+ * accumulator waiting in acc (L1) between blocks. The same float steps in the same order as
+ * direct and micro (zero, then one fma per block), so the same bits; unlike pack + micro, the
+ * weights keep streaming (one prefetch step per block) while the tokens are computed. */
+XK_TARGET static XK_ALWAYS void wide_q8_0_group(const vi w[8], vf dw, int64_t b, const uint8_t *xa,
+                                                size_t xs, float *acc, const int T) {
+    const struct xd_qa32 *x[XK_TMAX_Q8];
+    vi is[XK_TMAX_Q8];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        x[t] = (const struct xd_qa32 *)(xa + (size_t)t * xs) + b;
+        is[t] = xk_q8_init(x[t]->sum);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) is[t] = xk_q8_dot(is[t], w[i], xk_bcast32(x[t]->q + 4 * i));
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const vf a = b ? xk_loadf(acc + t * XK_NL) : xk_zerof();
+        xk_storef(acc + t * XK_NL, xk_fmadd(xk_mul(dw, xk_set1f(x[t]->d)), xk_cvt(is[t]), a));
+    }
+}
+
+XK_TARGET static XK_ALWAYS void wide_q8_0_T(const struct xk_rows *rp, int64_t nbk, const bool pl,
+                                            const uint8_t *xa, size_t xs, float *acc, int n_tok) {
+    for (int64_t b = 0; b < nbk; b++) {
+        const size_t off = (size_t)b * sizeof(struct xd_block_q8_0);
+        xk_prefetch_next(rp, b);
+        vi w[8];
+        vf dw;
+        q8_block(rp, off, w, &dw, pl);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) w[i] = xk_q8_prep(w[i]);
+        int t0 = 0;
+        for (; t0 + XK_TMAX_Q8 <= n_tok; t0 += XK_TMAX_Q8)
+            wide_q8_0_group(w, dw, b, xa + (size_t)t0 * xs, xs, acc + t0 * XK_NL, XK_TMAX_Q8);
+        const uint8_t *xt = xa + (size_t)t0 * xs;
+        float *at = acc + t0 * XK_NL;
+        switch (n_tok - t0) {
+        case 0: break;
+        case 1: wide_q8_0_group(w, dw, b, xt, xs, at, 1); break;
+        case 2: wide_q8_0_group(w, dw, b, xt, xs, at, 2); break;
+        case 3: wide_q8_0_group(w, dw, b, xt, xs, at, 3); break;
+#if XK_TMAX_Q8 >= 8
+        case 4: wide_q8_0_group(w, dw, b, xt, xs, at, 4); break;
+        case 5: wide_q8_0_group(w, dw, b, xt, xs, at, 5); break;
+        case 6: wide_q8_0_group(w, dw, b, xt, xs, at, 6); break;
+        default: wide_q8_0_group(w, dw, b, xt, xs, at, 7); break;
+#endif
+        }
+    }
+}
+
+XK_TARGET static void wide_q8_0(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa, size_t xs,
+                                float *acc, int tn) {
+    wide_q8_0_T(rp, nbk, false, xa, xs, acc, tn);
+}
+XK_TARGET static void wide_q8_0_pl(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
+                                   size_t xs, float *acc, int tn) {
+    wide_q8_0_T(rp, nbk, true, xa, xs, acc, tn);
 }
 
 /* ---- Q4_K and Q5_K: codes 0..31, 8 sub-blocks of 32 with 6-bit scales and mins ----------------
@@ -672,18 +744,21 @@ struct xk_kind {
     xk_micro_fn micro;
     xk_direct_fn direct; /* for at most dmax tokens: no packing */
     int dmax;
+    xk_direct_fn wide; /* for dmax+1 .. XK_WIDE_T tokens (NULL: pack + micro) */
 };
 
 /* Up to XK_DIRECT_T tokens the codes are transposed in registers and used at once (the weights
- * stream through once, nothing is stored); beyond, a panel is packed once into scratch (in
- * slices of XD_KERN_PANEL_BYTES) and reused by every token. Both give the same bits. */
+ * stream through once, nothing is stored), up to XK_WIDE_T (kinds with a wide kernel) the
+ * tokens take them in groups; beyond, a panel is packed once into scratch (in slices of
+ * XD_KERN_PANEL_BYTES) and reused by every token. All give the same bits. */
 XK_TARGET static XK_ALWAYS void xk_gemm(const struct xk_kind *k, const struct xd_tensor *w,
                                         int64_t r0, int64_t r1, const void *xa, size_t xs,
                                         int64_t n_tok, float *y, int64_t ldy, void *scratch) {
     uint8_t *pk = scratch;
     float *acc = (float *)(pk + XD_KERN_PANEL_BYTES);
     const int64_t nbk = w->ne[0] / k->blk;
-    const bool direct = n_tok <= k->dmax;
+    const bool direct = n_tok <= k->dmax || (k->wide && n_tok <= XK_WIDE_T);
+    const xk_direct_fn dfn = n_tok <= k->dmax ? k->direct : k->wide;
     int64_t kc = direct ? nbk : (int64_t)(XD_KERN_PANEL_BYTES / k->pk_blk);
     kc = kc < 1 ? 1 : kc;
     for (int64_t p = r0; p < r1; p += XK_NL) {
@@ -706,7 +781,7 @@ XK_TARGET static XK_ALWAYS void xk_gemm(const struct xk_kind *k, const struct xd
             rp.pf_step = ((size_t)nn * w->nb[1] + (size_t)nbk - 1) / (size_t)nbk;
         }
         if (direct) {
-            k->direct(&rp, nbk, xa, xs, acc, (int)n_tok);
+            dfn(&rp, nbk, xa, xs, acc, (int)n_tok);
         } else {
             for (int64_t b0 = 0; b0 < nbk; b0 += kc) {
                 const int64_t nb = nbk - b0 < kc ? nbk - b0 : kc;
@@ -722,16 +797,16 @@ XK_TARGET static XK_ALWAYS void xk_gemm(const struct xk_kind *k, const struct xd
     }
 }
 
-#define XK_GEMM_Q8(name, pack, direct)                                                             \
+#define XK_GEMM_Q8(name, pack, direct, wide)                                                       \
     XK_TARGET static void name(const struct xd_tensor *w, int64_t r0, int64_t r1, const void *xa, \
                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {   \
         static const struct xk_kind k = {32,         sizeof(struct xd_block_q8_0),                 \
                                          sizeof(struct xd_qa32), XK_Q8_PK, XK_TMAX_Q8, pack,       \
-                                         micro_q8_0, direct,     XK_DIRECT_T_Q8};                  \
+                                         micro_q8_0, direct,     XK_DIRECT_T_Q8, wide};            \
         xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);                                    \
     }
-XK_GEMM_Q8(gemm_q8_0, pack_q8_0, direct_q8_0)
-XK_GEMM_Q8(gemm_q8_0_pl, pack_q8_0_pl, direct_q8_0_pl)
+XK_GEMM_Q8(gemm_q8_0, pack_q8_0, direct_q8_0, wide_q8_0)
+XK_GEMM_Q8(gemm_q8_0_pl, pack_q8_0_pl, direct_q8_0_pl, wide_q8_0_pl)
 
 /* The k-quants, in the row layout and in the panel layout (kernels.h). */
 #define XK_GEMM_K(name, block, pk_blk, pack, micro, direct)                                        \
@@ -739,7 +814,7 @@ XK_GEMM_Q8(gemm_q8_0_pl, pack_q8_0_pl, direct_q8_0_pl)
                                size_t xs, int64_t n_tok, float *y, int64_t ldy, void *scratch) {   \
         static const struct xk_kind k = {256,        sizeof(block), sizeof(struct xd_qa256),       \
                                          pk_blk,     XK_TMAX_K,     pack,                          \
-                                         micro,      direct,        XK_DIRECT_T};                  \
+                                         micro,      direct,        XK_DIRECT_T,   NULL};          \
         xk_gemm(&k, w, r0, r1, xa, xs, n_tok, y, ldy, scratch);                                    \
     }
 XK_GEMM_K(gemm_q4_K, struct xd_block_q4_K, XK_K4_PK, pack_q4_K, micro_k4, direct_q4_K)

@@ -3,11 +3,12 @@
  * The quantized kernels sum each block in integers and then take one fma per block in block
  * order, and the float kernels use the same 16 lanes and lane tree as the reference, so AVX2 and
  * AVX-512 must give exactly the reference's bits: no tolerance anywhere, for random weights of
- * every type, row counts that are not whole panels, 1..17 tokens (every micro-kernel width),
- * rows long enough to be packed in several slices, and row ranges cut at arbitrary panel
- * boundaries (as the threads claim them). One documented exception: vdpbf16ps flushes
- * denormals, so the BF16 data here are normal numbers. The backends above the kernels (threads,
- * forward pass) are checked for bit-identical logits across instruction sets and thread counts.
+ * every type, row counts that are not whole panels, 1..33 tokens (every micro-kernel width, the
+ * wide Q8_0 path to 32 tokens and the packed path past it), rows long enough to be packed in
+ * several slices, and row ranges cut at arbitrary panel boundaries (as the threads claim them).
+ * One documented exception: vdpbf16ps flushes denormals, so the BF16 data here are normal
+ * numbers. The backends above the kernels (threads, forward pass) are checked for bit-identical
+ * logits across instruction sets and thread counts.
  * Tables the CPU cannot run are skipped with a message.
  */
 #include <criterion/criterion.h>
@@ -240,7 +241,7 @@ static const uint32_t gemm_types[] = {XD_TYPE_F32,  XD_TYPE_F16,  XD_TYPE_BF16, 
                                       XD_TYPE_Q4_K, XD_TYPE_Q5_K, XD_TYPE_Q6_K};
 
 Test(kernels, gemm_every_type_every_width_equals_reference) {
-    const int64_t toks[] = {1, 2, 3, 4, 5, 7, 8, 9, 17};
+    const int64_t toks[] = {1, 2, 3, 4, 5, 7, 8, 9, 17, 31, 33};
     for (size_t i = 0; i < sizeof gemm_types / sizeof gemm_types[0]; i++)
         for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++)
             check_gemm(gemm_types[i], 512, 37, toks[t], 100 + i * 31 + t);
@@ -257,10 +258,10 @@ Test(kernels, gemm_long_rows_in_several_slices_equal_reference) {
 }
 
 /* Q8_0 and the k-quants from the panel layout (xd__panel_repack) give the row layout's bits: every
- * token count of the direct kernels and of the packed path, ranges that start mid-matrix. */
+ * token count of the direct, wide and packed paths, ranges that start mid-matrix. */
 Test(kernels, gemm_panel_layout_equals_reference) {
     static const uint32_t types[] = {XD_TYPE_Q8_0, XD_TYPE_Q4_K, XD_TYPE_Q5_K, XD_TYPE_Q6_K};
-    static const int64_t toks[] = {1, 2, 3, 4, 5, 9, 17};
+    static const int64_t toks[] = {1, 2, 3, 4, 5, 9, 17, 32, 33};
     n_panel_checks = 0;
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++)

@@ -5,13 +5,14 @@
  *     issue 6's bench model); MATRICES of them, walked in turn so that they stream from DRAM
  *     (default 48: 187 MB of Q8_0); best of REPS passes (default 5).
  *
- * Prints, for 1..8, 12 and 16 tokens, the time of one pass over every matrix and its GB/s, on
- * the best table the CPU has (avx512, else avx2), from the row layout and (where the table has
- * panel kernels and ROWS is a multiple of the panel) from the same weights in the panel layout
+ * Prints, for 1..8, 12, 16, 24, 32 and 48 tokens, the time of one pass over every matrix and its
+ * GB/s, on the best table the CPU has (avx512, else avx2), from the row layout and (where the table
+ * has panel kernels and ROWS is a multiple of the panel) from the same weights in the panel layout
  * (kernels.h), passes alternating. Kernel-level work only: no thread pool, no activation
  * conversion in the timing. Used for the kernel figures in docs/benchmarks.md; compare builds
- * side by side, alternating runs.
+ * side by side, alternating runs. XD_KERNEL_TABLE=avx2 times the AVX2 table on an AVX-512 CPU.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,12 +45,15 @@ int main(int argc, char **argv) {
     }
     struct xd_cpu_features f;
     xd_cpu_features_probe(&f);
-    const struct xd_kernels *K = xd_cpu_has_avx512(&f) ? xd__kernels_avx512(f.avx512bf16)
-                                 : xd_cpu_has_avx2(&f)  ? xd__kernels_avx2()
-                                                        : xd__kernels_ref();
+    const char *tab = getenv("XD_KERNEL_TABLE"); /* "avx2": that table on an AVX-512 CPU */
+    const bool avx2 = tab && !strcmp(tab, "avx2") && xd_cpu_has_avx2(&f);
+    const struct xd_kernels *K = avx2                      ? xd__kernels_avx2()
+                                 : xd_cpu_has_avx512(&f) ? xd__kernels_avx512(f.avx512bf16)
+                                 : xd_cpu_has_avx2(&f)   ? xd__kernels_avx2()
+                                                         : xd__kernels_ref();
     const size_t rb = (size_t)(cols / blk) * bb, mat = rb * (size_t)rows;
     uint8_t *w = aligned_alloc(64, (mat * (size_t)nmat + 63) / 64 * 64);
-    enum { TMAX = 16 };
+    enum { TMAX = 48 };
     float *x = malloc(sizeof(float) * (size_t)(TMAX * cols));
     const size_t xs = xd__act_row_size(K->type[type].act, cols);
     uint8_t *xa = malloc(xs * TMAX);
@@ -80,7 +84,7 @@ int main(int argc, char **argv) {
     printf("%s %s, %lld x %lld x %d matrices (%.1f MB), best of %d, 1 thread\n", K->name,
            q4 ? "Q4_K" : q6 ? "Q6_K" : "Q8_0", (long long)rows, (long long)cols, nmat,
            (double)(mat * (size_t)nmat) / 1e6, reps);
-    const int toks[] = {1, 2, 3, 4, 5, 6, 7, 8, 12, 16};
+    const int toks[] = {1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48};
     for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
         double best[2] = {1e30, 1e30}; /* row layout, panel layout: passes alternate */
         for (int r = 0; r < reps; r++)
