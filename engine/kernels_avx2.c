@@ -56,6 +56,7 @@ XK_TARGET static inline vi xk_and(vi a, vi b) { return _mm256_and_si256(a, b); }
 XK_TARGET static inline vi xk_or(vi a, vi b) { return _mm256_or_si256(a, b); }
 XK_TARGET static inline vi xk_add32(vi a, vi b) { return _mm256_add_epi32(a, b); }
 XK_TARGET static inline vi xk_mullo32(vi a, vi b) { return _mm256_mullo_epi32(a, b); }
+XK_TARGET static inline vi xk_min32(vi a, vi b) { return _mm256_min_epi32(a, b); }
 XK_TARGET static inline vi xk_srli16(vi a, int k) { return _mm256_srli_epi16(a, k); }
 XK_TARGET static inline vi xk_slli16(vi a, int k) { return _mm256_slli_epi16(a, k); }
 XK_TARGET static inline vi xk_srli32(vi a, int k) { return _mm256_srli_epi32(a, k); }

@@ -58,6 +58,7 @@ XK_TARGET static inline vi xk_and(vi a, vi b) { return _mm512_and_si512(a, b); }
 XK_TARGET static inline vi xk_or(vi a, vi b) { return _mm512_or_si512(a, b); }
 XK_TARGET static inline vi xk_add32(vi a, vi b) { return _mm512_add_epi32(a, b); }
 XK_TARGET static inline vi xk_mullo32(vi a, vi b) { return _mm512_mullo_epi32(a, b); }
+XK_TARGET static inline vi xk_min32(vi a, vi b) { return _mm512_min_epi32(a, b); }
 XK_TARGET static inline vi xk_srli16(vi a, int k) { return _mm512_srli_epi16(a, (unsigned)k); }
 XK_TARGET static inline vi xk_slli16(vi a, int k) { return _mm512_slli_epi16(a, (unsigned)k); }
 XK_TARGET static inline vi xk_srli32(vi a, int k) { return _mm512_srli_epi32(a, (unsigned)k); }

@@ -761,16 +761,18 @@ XK_TARGET static XK_ALWAYS void xk_gemm(const struct xk_kind *k, const struct xd
     const xk_direct_fn dfn = n_tok <= k->dmax ? k->direct : k->wide;
     int64_t kc = direct ? nbk : (int64_t)(XD_KERN_PANEL_BYTES / k->pk_blk);
     kc = kc < 1 ? 1 : kc;
+    /* lane i's row offset, rows past nr repeating the last: computed in registers (int32
+     * stores read back as one vector stall the store forwarding, ~3% of a Q4_K decode) */
+    static const int32_t iota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const vi lane = xk_loadu(iota), nb1 = xk_set1((int)w->nb[1]);
+    const vi roff_full = xk_mullo32(lane, nb1);
     for (int64_t p = r0; p < r1; p += XK_NL) {
         const int nr = r1 - p < XK_NL ? (int)(r1 - p) : XK_NL;
         struct xk_rows rp = {.pf = NULL};
-        int32_t roff[XK_NL];
 #pragma GCC unroll 16
-        for (int i = 0; i < XK_NL; i++) {
+        for (int i = 0; i < XK_NL; i++)
             rp.r[i] = (const uint8_t *)w->data + (size_t)(p + (i < nr ? i : nr - 1)) * w->nb[1];
-            roff[i] = (int32_t)((size_t)(i < nr ? i : nr - 1) * w->nb[1]);
-        }
-        rp.roff = xk_loadu(roff);
+        rp.roff = nr == XK_NL ? roff_full : xk_mullo32(xk_min32(lane, xk_set1(nr - 1)), nb1);
         /* one pass over the row: prefetch the panel XK_PF_PANELS ahead (rows are contiguous),
          * never past this range: another thread's chunk starts there, and on a CPU whose L3
          * is filled only by L2 evictions (AMD) a line this core prefetched is read from DRAM
