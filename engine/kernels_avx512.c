@@ -317,32 +317,68 @@ XK_TARGET_BF16 static void gemm_bf16(const struct xd_tensor *w, int64_t r0, int6
 
 /* ---- attention primitives ------------------------------------------------------------------ */
 
-XK_TARGET static void attn_dot_f16(float *out, int64_t ldo, const float *const *q, int nq,
-                                   const uint16_t *const *k, int np, int64_t n) {
-    for (int p0 = 0; p0 < np; p0 += 2) { /* two positions x up to four queries in registers */
-        const int pn = np - p0 < 2 ? np - p0 : 2;
-        __m512 acc[2][XD_ATTN_MAXQ];
-#pragma GCC unroll 2
-        for (int i = 0; i < 2; i++)
+/* The lane sums of 16 vectors, each by hsum16's tree (the same additions in the same order,
+ * so the same bits), in one vector: lane L holds the sum of v[HS_SLOT(L)]. 45 instructions
+ * where 16 hsum16 take 112, most of them on the critical path. */
+#define HS_SLOT(L) (4 * ((L) % 4) + (L) / 4)
+XK_TARGET static inline __m512 hsum16x16(const __m512 v[16]) {
+    __m512 u[8], w[4], x[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* s8 = lo + hi halves: v[2i] in lanes 0..7, v[2i+1] in 8..15 */
+        u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xee));
 #pragma GCC unroll 4
-            for (int h = 0; h < XD_ATTN_MAXQ; h++) acc[i][h] = _mm512_setzero_ps();
+    for (int i = 0; i < 4; i++) /* s4: block b holds v[4i+b]'s */
+        w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], 0xdd));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) /* s2: pairs within each block */
+        x[i] = _mm512_add_ps(_mm512_shuffle_ps(w[2 * i], w[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(w[2 * i], w[2 * i + 1], 0xee));
+    return _mm512_add_ps(_mm512_shuffle_ps(x[0], x[1], 0x88), _mm512_shuffle_ps(x[0], x[1], 0xdd));
+}
+
+/* P = 16 / NQ positions (4 for NQ 3) x NQ queries in 16 accumulators; the slot h * P + i of
+ * (query h, position i) is reduced into lane h * P + i by hsum16x16. */
+XK_TARGET static inline XK_INLINE void attn_dot_f16_T(float *out, int64_t ldo,
+                                                      const float *const *q,
+                                                      const uint16_t *const *k, int np, int64_t n,
+                                                      const int NQ) {
+    const int P = 16 / (NQ == 3 ? 4 : NQ);
+    for (int p0 = 0; p0 < np; p0 += P) {
+        const int pn = np - p0 < P ? np - p0 : P;
+        __m512 acc[16];
+#pragma GCC unroll 16
+        for (int m = 0; m < 16; m++) acc[m] = _mm512_setzero_ps();
         for (int64_t j = 0; j < n; j += 16) {
             const __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
             __m512 qv[XD_ATTN_MAXQ];
 #pragma GCC unroll 4
-            for (int h = 0; h < XD_ATTN_MAXQ; h++)
-                qv[h] = h < nq ? _mm512_maskz_loadu_ps(m, q[h] + j) : _mm512_setzero_ps();
-#pragma GCC unroll 2
-            for (int i = 0; i < 2; i++) {
+            for (int h = 0; h < NQ; h++) qv[h] = _mm512_maskz_loadu_ps(m, q[h] + j);
+#pragma GCC unroll 16
+            for (int i = 0; i < P; i++) {
                 if (i >= pn) break;
                 const __m512 kv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k[p0 + i] + j));
 #pragma GCC unroll 4
-                for (int h = 0; h < XD_ATTN_MAXQ; h++)
-                    if (h < nq) acc[i][h] = _mm512_fmadd_ps(kv, qv[h], acc[i][h]);
+                for (int h = 0; h < NQ; h++)
+                    acc[HS_SLOT(h * P + i)] = _mm512_fmadd_ps(kv, qv[h], acc[HS_SLOT(h * P + i)]);
             }
         }
-        for (int i = 0; i < pn; i++)
-            for (int h = 0; h < nq; h++) out[h * ldo + p0 + i] = hsum16(acc[i][h]);
+        float s[16];
+        _mm512_storeu_ps(s, hsum16x16(acc));
+        for (int h = 0; h < NQ; h++)
+            for (int i = 0; i < pn; i++) out[h * ldo + p0 + i] = s[h * P + i];
+    }
+}
+
+_Static_assert(XD_ATTN_MAXQ == 4, "attn_dot_f16 has kernels for 1..4 queries");
+XK_TARGET static void attn_dot_f16(float *out, int64_t ldo, const float *const *q, int nq,
+                                   const uint16_t *const *k, int np, int64_t n) {
+    switch (nq) {
+    case 1: attn_dot_f16_T(out, ldo, q, k, np, n, 1); break;
+    case 2: attn_dot_f16_T(out, ldo, q, k, np, n, 2); break;
+    case 3: attn_dot_f16_T(out, ldo, q, k, np, n, 3); break;
+    default: attn_dot_f16_T(out, ldo, q, k, np, n, 4); break;
     }
 }
 
