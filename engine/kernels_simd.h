@@ -20,7 +20,7 @@
  *   - More tokens (prefill, experts with many tokens): a panel is packed into scratch once per
  *     slice of XD_KERN_PANEL_BYTES (pack_*) and reused by every token, XK_TMAX_* at a time in
  *     registers (micro_*); accumulators wait in scratch between slices.
- * Both give the same bits, so the switch between them can depend on the token count.
+ * All three give the same bits, so the switch between them can depend on the token count.
  * Memory: the XK_NL rows of a panel are XK_NL streams a row apart, which the hardware
  * prefetchers follow badly (a core got half the bandwidth of one sequential stream here), so
  * the kernels prefetch the next panel of their range in address order, one sequential stream.
