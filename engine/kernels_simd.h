@@ -172,6 +172,21 @@ XK_TARGET static void micro_q8_0(const uint8_t *pk, int64_t nb, const uint8_t *x
     }
 }
 
+/* The exact integer sums of block b for T tokens (their activation rows xs apart), from the
+ * block's 8 prepared code vectors w; x[t] is left pointing at token t's activation block. */
+XK_TARGET static XK_ALWAYS void q8_isums(const vi w[8], int64_t b, const uint8_t *xa, size_t xs,
+                                         const struct xd_qa32 **x, vi *is, const int T) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        x[t] = (const struct xd_qa32 *)(xa + (size_t)t * xs) + b;
+        is[t] = xk_q8_init(x[t]->sum);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) is[t] = xk_q8_dot(is[t], w[i], xk_bcast32(x[t]->q + 4 * i));
+}
+
 /* Few tokens: the transposed codes go straight into the dot products, never through memory. */
 XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t nbk,
                                               const bool pl, const uint8_t *xa, size_t xs,
@@ -185,19 +200,11 @@ XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t 
         vi g[8];
         vf dw;
         q8_block(rp, off, g, &dw, pl);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) g[i] = xk_q8_prep(g[i]);
         const struct xd_qa32 *x[XK_DIRECT_T_Q8];
         vi is[XK_DIRECT_T_Q8];
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            x[t] = (const struct xd_qa32 *)(xa + (size_t)t * xs) + b;
-            is[t] = xk_q8_init(x[t]->sum);
-        }
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) {
-            const vi w = xk_q8_prep(g[i]);
-#pragma GCC unroll 8
-            for (int t = 0; t < T; t++) is[t] = xk_q8_dot(is[t], w, xk_bcast32(x[t]->q + 4 * i));
-        }
+        q8_isums(g, b, xa, xs, x, is, T);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++)
             a[t] = xk_fmadd(xk_mul(dw, xk_set1f(x[t]->d)), xk_cvt(is[t]), a[t]);
@@ -215,15 +222,7 @@ XK_TARGET static XK_ALWAYS void wide_q8_0_group(const vi w[8], vf dw, int64_t b,
                                                 size_t xs, float *acc, const int T) {
     const struct xd_qa32 *x[XK_TMAX_Q8];
     vi is[XK_TMAX_Q8];
-#pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        x[t] = (const struct xd_qa32 *)(xa + (size_t)t * xs) + b;
-        is[t] = xk_q8_init(x[t]->sum);
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++)
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) is[t] = xk_q8_dot(is[t], w[i], xk_bcast32(x[t]->q + 4 * i));
+    q8_isums(w, b, xa, xs, x, is, T);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         const vf a = b ? xk_loadf(acc + t * XK_NL) : xk_zerof();
