@@ -98,10 +98,12 @@ XK_TARGET static XK_ALWAYS void xk_tr4(const struct xk_rows *rp, size_t off, vi 
 #define XK_Q8_PK ((size_t)8 * sizeof(vi) + sizeof(vf)) /* packed bytes per block */
 
 /* The codes of the Q8_0 block at off (bytes 2..33 of each row; in the panel layout, whose head
- * is the 2 bytes of d, the chunk's first 8 vectors) and the rows' d. */
+ * is the 2 bytes of d, the chunk's first 8 vectors), prepared for xk_q8_dot, and the rows' d. */
 XK_TARGET static XK_ALWAYS void q8_block(const struct xk_rows *rp, size_t off, vi g[8], vf *d,
                                          const bool pl) {
     xk_tr8(rp, pl ? off : off + 2, g, pl);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) g[i] = xk_q8_prep(g[i]);
     *d = pl ? xk_f16_load(rp->r[0] + (off + 32) * XK_NL)
             : xk_f16_lo(xk_gather_rows(rp, off)); /* d, qs[0..1] */
 }
@@ -115,7 +117,7 @@ XK_TARGET static XK_ALWAYS void pack_q8_0_T(const struct xk_rows *rp, int64_t b0
         vf d;
         q8_block(rp, off, g, &d, pl);
 #pragma GCC unroll 16
-        for (int i = 0; i < 8; i++) xk_store((vi *)pk + i, xk_q8_prep(g[i]));
+        for (int i = 0; i < 8; i++) xk_store((vi *)pk + i, g[i]);
         xk_storef(pk + 8 * sizeof(vi), d);
     }
 }
@@ -200,8 +202,6 @@ XK_TARGET static XK_ALWAYS void direct_q8_0_T(const struct xk_rows *rp, int64_t 
         vi g[8];
         vf dw;
         q8_block(rp, off, g, &dw, pl);
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) g[i] = xk_q8_prep(g[i]);
         const struct xd_qa32 *x[XK_DIRECT_T_Q8];
         vi is[XK_DIRECT_T_Q8];
         q8_isums(g, b, xa, xs, x, is, T);
@@ -238,8 +238,6 @@ XK_TARGET static XK_ALWAYS void wide_q8_0_T(const struct xk_rows *rp, int64_t nb
         vi w[8];
         vf dw;
         q8_block(rp, off, w, &dw, pl);
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) w[i] = xk_q8_prep(w[i]);
         int t0 = 0;
         for (; t0 + XK_TMAX_Q8 <= n_tok; t0 += XK_TMAX_Q8)
             wide_q8_0_group(w, dw, b, xa + (size_t)t0 * xs, xs, acc + t0 * XK_NL, XK_TMAX_Q8);
