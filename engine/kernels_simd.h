@@ -93,6 +93,37 @@ XK_TARGET static XK_ALWAYS void xk_tr4(const struct xk_rows *rp, size_t off, vi 
     else xk_transpose4(rp, off, out);
 }
 
+/* A switch from the token count tn to the kernel for exactly that many (the direct, wide and
+ * micro kernels; call(T) expands to the call with T constant). */
+#define XK_DIRECT_SWITCH(call)                                                                     \
+    switch (tn) {                                                                                  \
+    case 1: call(1); break;                                                                        \
+    case 2: call(2); break;                                                                        \
+    case 3: call(3); break;                                                                        \
+    default: call(XK_DIRECT_T); break;                                                             \
+    }
+
+#if XK_DIRECT_T_Q8 >= 8
+#define XK_Q8_SWITCH(call)                                                                         \
+    switch (tn) {                                                                                  \
+    case 1: call(1); break;                                                                        \
+    case 2: call(2); break;                                                                        \
+    case 3: call(3); break;                                                                        \
+    case 4: call(4); break;                                                                        \
+    case 5: call(5); break;                                                                        \
+    case 6: call(6); break;                                                                        \
+    case 7: call(7); break;                                                                        \
+    default: call(XK_DIRECT_T_Q8); break;                                                          \
+    }
+#else
+#if XK_DIRECT_T_Q8 != XK_DIRECT_T
+#error "XK_DIRECT_T_Q8 is XK_DIRECT_T or at least 8"
+#endif
+#define XK_Q8_SWITCH(call) XK_DIRECT_SWITCH(call)
+#endif
+#if XK_TMAX_Q8 != XK_DIRECT_T_Q8 || XK_TMAX_K != XK_DIRECT_T
+#error "the micro kernels' widths are the direct kernels' (one switch serves both)"
+#endif
 /* ---- Q8_0 ----------------------------------------------------------------------------------- */
 
 #define XK_Q8_PK ((size_t)8 * sizeof(vi) + sizeof(vf)) /* packed bytes per block */
@@ -158,20 +189,10 @@ XK_TARGET static XK_ALWAYS void micro_q8_0_T(const uint8_t *pk, int64_t nb, cons
     for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
 }
 
+#define XK_MQ8(T) micro_q8_0_T(pk, nb, xa, xs, acc, first, T)
 XK_TARGET static void micro_q8_0(const uint8_t *pk, int64_t nb, const uint8_t *xa, size_t xs,
                                  float *acc, int tn, bool first) {
-    switch (tn) {
-    case 1: micro_q8_0_T(pk, nb, xa, xs, acc, first, 1); break;
-    case 2: micro_q8_0_T(pk, nb, xa, xs, acc, first, 2); break;
-    case 3: micro_q8_0_T(pk, nb, xa, xs, acc, first, 3); break;
-#if XK_TMAX_Q8 >= 8
-    case 4: micro_q8_0_T(pk, nb, xa, xs, acc, first, 4); break;
-    case 5: micro_q8_0_T(pk, nb, xa, xs, acc, first, 5); break;
-    case 6: micro_q8_0_T(pk, nb, xa, xs, acc, first, 6); break;
-    case 7: micro_q8_0_T(pk, nb, xa, xs, acc, first, 7); break;
-#endif
-    default: micro_q8_0_T(pk, nb, xa, xs, acc, first, XK_TMAX_Q8); break;
-    }
+    XK_Q8_SWITCH(XK_MQ8)
 }
 
 /* The exact integer sums of block b for T tokens (their activation rows xs apart), from the
@@ -238,22 +259,12 @@ XK_TARGET static XK_ALWAYS void wide_q8_0_T(const struct xk_rows *rp, int64_t nb
         vi w[8];
         vf dw;
         q8_block(rp, off, w, &dw, pl);
-        int t0 = 0;
-        for (; t0 + XK_TMAX_Q8 <= n_tok; t0 += XK_TMAX_Q8)
-            wide_q8_0_group(w, dw, b, xa + (size_t)t0 * xs, xs, acc + t0 * XK_NL, XK_TMAX_Q8);
-        const uint8_t *xt = xa + (size_t)t0 * xs;
-        float *at = acc + t0 * XK_NL;
-        switch (n_tok - t0) {
-        case 0: break;
-        case 1: wide_q8_0_group(w, dw, b, xt, xs, at, 1); break;
-        case 2: wide_q8_0_group(w, dw, b, xt, xs, at, 2); break;
-        case 3: wide_q8_0_group(w, dw, b, xt, xs, at, 3); break;
-#if XK_TMAX_Q8 >= 8
-        case 4: wide_q8_0_group(w, dw, b, xt, xs, at, 4); break;
-        case 5: wide_q8_0_group(w, dw, b, xt, xs, at, 5); break;
-        case 6: wide_q8_0_group(w, dw, b, xt, xs, at, 6); break;
-        default: wide_q8_0_group(w, dw, b, xt, xs, at, 7); break;
-#endif
+        for (int t0 = 0; t0 < n_tok; t0 += XK_TMAX_Q8) {
+            const int tn = n_tok - t0 < XK_TMAX_Q8 ? n_tok - t0 : XK_TMAX_Q8;
+            const uint8_t *xt = xa + (size_t)t0 * xs;
+            float *at = acc + t0 * XK_NL;
+#define XK_WQ8(T) wide_q8_0_group(w, dw, b, xt, xs, at, T)
+            XK_Q8_SWITCH(XK_WQ8)
         }
     }
 }
@@ -486,14 +497,10 @@ XK_TARGET static XK_ALWAYS void micro_k4_T(const uint8_t *pk, int64_t nb, const 
     for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
 }
 
+#define XK_MK4(T) micro_k4_T(pk, nb, xa, xs, acc, first, T)
 XK_TARGET static void micro_k4(const uint8_t *pk, int64_t nb, const uint8_t *xa, size_t xs,
                                float *acc, int tn, bool first) {
-    switch (tn) {
-    case 1: micro_k4_T(pk, nb, xa, xs, acc, first, 1); break;
-    case 2: micro_k4_T(pk, nb, xa, xs, acc, first, 2); break;
-    case 3: micro_k4_T(pk, nb, xa, xs, acc, first, 3); break;
-    default: micro_k4_T(pk, nb, xa, xs, acc, first, XK_TMAX_K); break;
-    }
+    XK_DIRECT_SWITCH(XK_MK4)
 }
 
 /* ---- Q6_K: codes 0..63 (stored +32), 16 sub-blocks of 16 with int8 scales -------------------- */
@@ -654,14 +661,10 @@ XK_TARGET static XK_ALWAYS void micro_q6_K_T(const uint8_t *pk, int64_t nb, cons
     for (int t = 0; t < T; t++) xk_storef(acc + t * XK_NL, a[t]);
 }
 
+#define XK_MQ6(T) micro_q6_K_T(pk, nb, xa, xs, acc, first, T)
 XK_TARGET static void micro_q6_K(const uint8_t *pk, int64_t nb, const uint8_t *xa, size_t xs,
                                  float *acc, int tn, bool first) {
-    switch (tn) {
-    case 1: micro_q6_K_T(pk, nb, xa, xs, acc, first, 1); break;
-    case 2: micro_q6_K_T(pk, nb, xa, xs, acc, first, 2); break;
-    case 3: micro_q6_K_T(pk, nb, xa, xs, acc, first, 3); break;
-    default: micro_q6_K_T(pk, nb, xa, xs, acc, first, XK_TMAX_K); break;
-    }
+    XK_DIRECT_SWITCH(XK_MQ6)
 }
 
 /* ---- the few-token kernels, one per width ------------------------------------------------- */
@@ -669,33 +672,6 @@ XK_TARGET static void micro_q6_K(const uint8_t *pk, int64_t nb, const uint8_t *x
 typedef void (*xk_direct_fn)(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa, size_t xs,
                              float *acc, int tn);
 
-/* The direct kernels: a switch from the token count to the kernel for exactly that many. */
-#define XK_DIRECT_SWITCH(call)                                                                     \
-    switch (tn) {                                                                                  \
-    case 1: call(1); break;                                                                        \
-    case 2: call(2); break;                                                                        \
-    case 3: call(3); break;                                                                        \
-    default: call(XK_DIRECT_T); break;                                                             \
-    }
-
-#if XK_DIRECT_T_Q8 >= 8
-#define XK_Q8_SWITCH(call)                                                                         \
-    switch (tn) {                                                                                  \
-    case 1: call(1); break;                                                                        \
-    case 2: call(2); break;                                                                        \
-    case 3: call(3); break;                                                                        \
-    case 4: call(4); break;                                                                        \
-    case 5: call(5); break;                                                                        \
-    case 6: call(6); break;                                                                        \
-    case 7: call(7); break;                                                                        \
-    default: call(XK_DIRECT_T_Q8); break;                                                          \
-    }
-#else
-#if XK_DIRECT_T_Q8 != XK_DIRECT_T
-#error "XK_DIRECT_T_Q8 is XK_DIRECT_T or at least 8"
-#endif
-#define XK_Q8_SWITCH(call) XK_DIRECT_SWITCH(call)
-#endif
 #define XK_Q8(T) direct_q8_0_T(rp, nbk, false, xa, xs, acc, T)
 #define XK_Q8P(T) direct_q8_0_T(rp, nbk, true, xa, xs, acc, T)
 XK_TARGET static void direct_q8_0(const struct xk_rows *rp, int64_t nbk, const uint8_t *xa,
