@@ -456,10 +456,7 @@ XK_TARGET static void ew_swiglu(float *y, const float *g, const float *u, int64_
 #define XK_QUANT_ENTRIES                                                                           \
     [XD_TYPE_F32] = {.act = XD_ACT_F32, .gemm = gemm_f32, .panel = XK_FR},                         \
     [XD_TYPE_F16] = {.act = XD_ACT_F32, .gemm = gemm_f16, .panel = XK_FR},                         \
-    [XD_TYPE_Q8_0] = {.act = XD_ACT_Q8_32, .gemm = gemm_q8_0, .panel = XK_NL, .gemm_panel = gemm_q8_0_pl, .panel_head = 2},                     \
-    [XD_TYPE_Q4_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q4_K, .panel = XK_NL, .gemm_panel = gemm_q4_K_pl},                    \
-    [XD_TYPE_Q5_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q5_K, .panel = XK_NL, .gemm_panel = gemm_q5_K_pl},                    \
-    [XD_TYPE_Q6_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q6_K, .panel = XK_NL, .gemm_panel = gemm_q6_K_pl}
+    XK_QUANT_TYPES
 
 static const struct xd_kernels kernels_bf16 = {
     .name = "avx512-bf16",

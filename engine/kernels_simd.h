@@ -799,3 +799,17 @@ XK_GEMM_K(gemm_q5_K, struct xd_block_q5_K, XK_K4_PK, pack_q5_K, micro_k4, direct
 XK_GEMM_K(gemm_q5_K_pl, struct xd_block_q5_K, XK_K4_PK, pack_q5_K_pl, micro_k4, direct_q5_K_pl)
 XK_GEMM_K(gemm_q6_K, struct xd_block_q6_K, XK_Q6_PK, pack_q6_K, micro_q6_K, direct_q6_K)
 XK_GEMM_K(gemm_q6_K_pl, struct xd_block_q6_K, XK_Q6_PK, pack_q6_K_pl, micro_q6_K, direct_q6_K_pl)
+
+/* The table entries of the quantized types, the same in every table that includes this file. */
+#define XK_QUANT_TYPES                                                                             \
+    [XD_TYPE_Q8_0] = {.act = XD_ACT_Q8_32,                                                         \
+                      .gemm = gemm_q8_0,                                                           \
+                      .panel = XK_NL,                                                              \
+                      .gemm_panel = gemm_q8_0_pl,                                                  \
+                      .panel_head = 2},                                                            \
+    [XD_TYPE_Q4_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q4_K, .panel = XK_NL,                     \
+                      .gemm_panel = gemm_q4_K_pl},                                                 \
+    [XD_TYPE_Q5_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q5_K, .panel = XK_NL,                     \
+                      .gemm_panel = gemm_q5_K_pl},                                                 \
+    [XD_TYPE_Q6_K] = {.act = XD_ACT_Q8_256, .gemm = gemm_q6_K, .panel = XK_NL,                     \
+                      .gemm_panel = gemm_q6_K_pl}

@@ -74,10 +74,10 @@ void xd_backend_destroy(struct xd_backend *be);
  * tied to the embedding table, which get_row reads by rows), and the routed experts too if
  * experts. The matmuls then read the copy whenever a weight view falls inside one, bit for
  * bit the same numbers with no transposes; views elsewhere (an offloaded expert cache's
- * slots) keep the row kernels. The mapping's pages of each copied range are dropped from the process
- * (madvise DONTNEED; the page cache keeps them), so resident memory stays one copy. m must
- * outlive the backend. 0, or XD_E_NOMEM (nothing repacked, message in err). A second call is a
- * no-op. */
+ * slots) keep the row kernels. The mapping's pages of each copied range are dropped from the
+ * process (madvise DONTNEED; the page cache keeps them), so resident memory stays one copy. m
+ * must outlive the backend. 0, or XD_E_NOMEM (nothing repacked, message in err). A second call
+ * is a no-op. */
 int xd_backend_repack(struct xd_backend *be, const struct xd_model *m, bool experts, char *err,
                       size_t errlen);
 /* Bytes the backend repacked (0: none). */
