@@ -319,7 +319,7 @@ XK_TARGET_BF16 static void gemm_bf16(const struct xd_tensor *w, int64_t r0, int6
 
 /* The lane sums of 16 vectors, each by hsum16's tree (the same additions in the same order,
  * so the same bits), in one vector: lane L holds the sum of v[HS_SLOT(L)]. 45 instructions
- * where 16 hsum16 take 112, most of them on the critical path. */
+ * where 16 hsum16 take 128 (8 each), most of them on the critical path. */
 #define HS_SLOT(L) (4 * ((L) % 4) + (L) / 4)
 XK_TARGET static inline __m512 hsum16x16(const __m512 v[16]) {
     __m512 u[8], w[4], x[2];
