@@ -50,6 +50,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,19 +205,23 @@ static void free_slot(struct xd_xc *xc, int32_t s) {
  * its expectation. Why not LRU alone: layers are visited in a fixed cycle, so the least
  * recently used expert is the one whose layer comes next - exactly the wrong victim, and
  * what a prefetch for the next layer would otherwise evict. */
+static int64_t turns_until(const struct xd_xc *xc, int64_t layer) {
+    const int64_t nl = xc->n_layer;
+    return ((layer - xc->cur_layer - 1) % nl + nl) % nl + 1;
+}
+
 static double next_use(const struct xd_xc *xc, int64_t key) {
-    const int64_t l = key / xc->n_expert, nl = xc->n_layer;
-    const int64_t d = ((l - xc->cur_layer - 1) % nl + nl) % nl + 1;
+    const int64_t l = key / xc->n_expert, nl = xc->n_layer, d = turns_until(xc, l);
     const double k = (double)xc->m->hp.n_expert_used / (double)xc->n_expert;
     double p = ((double)xc->freq[key] + k) / ((double)xc->visits[l] + 1.0);
     p = p < 1e-6 ? 1e-6 : p > 1.0 ? 1.0 : p;
     return (double)d + (double)nl * (1.0 - p) / p;
 }
 
-/* The evictable slot of partition p with the largest expected time to next use; a prefetched
- * expert not yet asked for is taken only when nothing else is evictable; ties go to the least
- * recently used. -1 when none. */
-static int32_t victim_next_use(const struct xd_xc *xc, int32_t p) {
+/* The evictable slot of partition p with the largest expected time to next use (in *t); a
+ * prefetched expert not yet asked for is taken only when nothing else is evictable; ties go to
+ * the least recently used. -1 when none. */
+static int32_t victim_next_use(const struct xd_xc *xc, int32_t p, double *t_out) {
     int32_t best = -1;
     double best_t = 0;
     bool best_pf = true;
@@ -229,6 +234,7 @@ static int32_t victim_next_use(const struct xd_xc *xc, int32_t p) {
             best_pf = pf;
         }
     }
+    *t_out = best_t;
     return best;
 }
 
@@ -244,16 +250,23 @@ static void visit(struct xd_xc *xc, int64_t layer) {
 }
 
 /* A slot for an expert of layer without waiting: a free one, else an unpinned resident one
- * (evicted) chosen by the eviction policy. -1 when every slot of the partition is pinned or
- * being read. */
-static int32_t take_slot(struct xd_xc *xc, int64_t layer) {
+ * (evicted) chosen by the eviction policy. With next-use eviction the victim's expected next
+ * use must be at least floor (-INFINITY: any victim). -1 when every slot of the partition is
+ * pinned or being read, or the best victim is needed sooner than floor. */
+static int32_t take_slot(struct xd_xc *xc, int64_t layer, double floor) {
     int32_t p = part_of_layer(xc, layer);
     int32_t s = xd__lru_oldest(&xc->free, p);
     if (s >= 0) {
         xd__lru_remove(&xc->free, s);
         return s;
     }
-    s = xc->evict == XD_XC_EVICT_NEXT_USE ? victim_next_use(xc, p) : xd__lru_oldest(&xc->lru, p);
+    if (xc->evict == XD_XC_EVICT_NEXT_USE) {
+        double t;
+        s = victim_next_use(xc, p, &t);
+        if (s >= 0 && t < floor) return -1;
+    } else {
+        s = xd__lru_oldest(&xc->lru, p);
+    }
     if (s < 0) return -1;
     struct xd__xc_slot *sl = &xc->slots[s];
     xd__lru_remove(&xc->lru, s);
@@ -664,7 +677,7 @@ int xd_xc_acquire(struct xd_xc *xc, int64_t layer, int64_t expert, struct xd_exp
     for (;;) {
         s = xc->where[key]; /* another thread may have started it while we waited */
         if (s >= 0 && xc->slots[s].state != XC_ERROR) break;
-        if (s < 0 && (s = take_slot(xc, layer)) >= 0) {
+        if (s < 0 && (s = take_slot(xc, layer, -INFINITY)) >= 0) {
             start_read(xc, s, key, false);
             settle(xc);
             break;
@@ -728,7 +741,9 @@ void xd_xc_prefetch(struct xd_xc *xc, int64_t layer, const int32_t *experts, int
         if (xc->hinted[key] != xc->visits[layer] + 1) xc->st.prefetches++;
         xc->hinted[key] = xc->visits[layer] + 1;
         if (xc->where[key] >= 0) continue;
-        int32_t s = take_slot(xc, layer);
+        /* only in place of an expert expected later than this one, which the hint says is
+         * wanted at its layer's next turn: never one certain to be wanted as soon */
+        int32_t s = take_slot(xc, layer, nextafter((double)turns_until(xc, layer), INFINITY));
         if (s < 0) continue; /* hinted (for accuracy) but no room to read */
         start_read(xc, s, key, true);
         xc->st.prefetch_issued++;
@@ -746,7 +761,8 @@ int xd_xc_set_create(struct xd_xc *xc, struct xd_xc_set **out) {
     s->xc = xc;
     s->experts = calloc((size_t)xc->n_expert, sizeof *s->experts);
     s->st = calloc((size_t)xc->n_expert, sizeof *s->st);
-    if (!s->experts || !s->st) {
+    s->seq = calloc((size_t)xc->n_expert, sizeof *s->seq);
+    if (!s->experts || !s->st || !s->seq) {
         xd_xc_set_destroy(s);
         return XD_E_NOMEM;
     }
@@ -759,6 +775,7 @@ void xd_xc_set_destroy(struct xd_xc_set *s) {
     if (s->experts && s->st) xd_xc_set_end(s);
     free(s->experts);
     free(s->st);
+    free(s->seq);
     free(s);
 }
 
@@ -786,9 +803,26 @@ void xd_xc_set_end(struct xd_xc_set *s) {
 }
 
 /* Reserve (pin) wanted experts: those with a slot already, then new reads while slots can be
- * had without waiting. Returns how many were reserved. */
+ * had without waiting. Returns how many were reserved.
+ *
+ * With next-use eviction, a new read evicts nothing expected sooner than what the set holds
+ * while the set holds a resident expert not yet handed out, or XD_XC_SET_FORCED_READS reads. The
+ * experts it holds are computed and released within this layer, and then they are the best
+ * victims there are (the layer's turn has just passed); until then the remaining misses wait
+ * for them rather than evict another layer's expert that the very next layers will ask for.
+ * Without this a batch that needs every expert of a layer claims every slot at once: with a
+ * cache of half the experts and every expert used each step (16+ decode rows on 8 experts
+ * top-2), each layer's reads evicted the other layer's experts and not one acquisition hit.
+ * The exception: a set holding no resident expert may start up to XD_XC_SET_FORCED_READS reads
+ * with any victim, so that its misses are read side by side (a lone-token step's two misses)
+ * instead of one after another while nothing computes; a layer that starts a step with no
+ * hits takes its slots that way and keeps them from then on. */
 static int reserve(struct xd_xc_set *s, bool take_new) {
     struct xd_xc *xc = s->xc;
+    const bool nu = xc->evict == XD_XC_EVICT_NEXT_USE;
+    double floor = -INFINITY; /* the smallest expected next use among the held experts */
+    int32_t ready = 0, reading = 0;
+    bool floor_known = false;
     int got = 0;
     for (int32_t i = 0; i < s->n; i++) {
         if (s->st[i] != SET_WANT) continue;
@@ -796,14 +830,42 @@ static int reserve(struct xd_xc_set *s, bool take_new) {
         int32_t sl = xc->where[key];
         if (sl >= 0 && xc->slots[sl].state == XC_ERROR) continue; /* wait until it is freed */
         if (sl < 0) {
-            if (!take_new || (sl = take_slot(xc, s->layer)) < 0) continue;
+            if (!take_new) continue;
+            if (nu && !floor_known) {
+                floor_known = true;
+                for (int32_t j = 0; j < s->n; j++) {
+                    if (s->st[j] != SET_HELD) continue;
+                    const int64_t kj = s->layer * xc->n_expert + s->experts[j];
+                    const double t = next_use(xc, kj);
+                    floor = floor == -INFINITY || t < floor ? t : floor;
+                    if (xc->slots[xc->where[kj]].state == XC_PINNED) ready++;
+                    else reading++;
+                }
+            }
+            const bool forced_ok = ready == 0 && reading < XD_XC_SET_FORCED_READS;
+            if ((sl = take_slot(xc, s->layer, nu && !forced_ok ? floor : -INFINITY)) < 0) {
+                take_new = false; /* the same answer for the rest: one victim scan per call */
+                continue;
+            }
             count_access(xc, key, -1);
             start_read(xc, sl, key, false);
+            if (nu) {
+                const double t = next_use(xc, key);
+                floor = floor == -INFINITY || t < floor ? t : floor;
+                reading++;
+            }
         } else {
             count_access(xc, key, sl);
+            if (floor_known) {
+                const double t = next_use(xc, key);
+                floor = floor == -INFINITY || t < floor ? t : floor;
+                if (xc->slots[sl].state == XC_RESIDENT) ready++;
+                else reading++;
+            }
         }
         pin(xc, sl);
         s->st[i] = SET_HELD;
+        s->seq[i] = s->n_seq++;
         got++;
     }
     return got;
@@ -813,7 +875,7 @@ int xd_xc_set_begin(struct xd_xc_set *s, int64_t layer, const int32_t *experts, 
     struct xd_xc *xc = s->xc;
     lock(xc);
     set_end_locked(s);
-    s->n = s->n_done = 0;
+    s->n = s->n_done = s->n_seq = 0;
     if (layer < 0 || layer >= xc->n_layer || n < 0 || n > xc->n_expert) {
         unlock(xc);
         return XD_E_INVALID;
@@ -861,9 +923,14 @@ int xd_xc_set_next(struct xd_xc_set *s, int32_t *expert, struct xd_expert_view *
             unlock(xc);
             return 0;
         }
+        /* before handing one out: the expert released since the last call may be the victim
+         * a waiting miss needs, and its read should overlap the next expert's compute */
+        if (reserve(s, true) > 0) settle(xc);
+        /* the ready expert reserved first: the resident ones, then reads in the order they
+         * started (the replay in trace.c assumes this order) */
+        int32_t best = -1;
         for (int32_t i = 0; i < s->n; i++) {
             if (s->st[i] != SET_HELD) continue;
-            const int64_t key = s->layer * xc->n_expert + s->experts[i];
             if (xc->resident) {
                 s->st[i] = SET_DONE;
                 s->n_done++;
@@ -872,16 +939,7 @@ int xd_xc_set_next(struct xd_xc_set *s, int32_t *expert, struct xd_expert_view *
                 fill_view(xc, s->layer, s->experts[i], NULL, NULL, view);
                 return 1;
             }
-            struct xd__xc_slot *sl = &xc->slots[xc->where[key]];
-            if (sl->state == XC_PINNED) {
-                s->st[i] = SET_DONE;
-                s->n_done++;
-                *expert = s->experts[i];
-                fill_view(xc, s->layer, s->experts[i], sl->mem, &sl->x, view);
-                ASSERT_INVARIANTS(xc);
-                unlock(xc);
-                return 1;
-            }
+            const struct xd__xc_slot *sl = &xc->slots[xc->where[s->layer * xc->n_expert + s->experts[i]]];
             if (sl->state == XC_ERROR) {
                 int rc = sl->err;
                 set_end_locked(s);
@@ -889,10 +947,17 @@ int xd_xc_set_next(struct xd_xc_set *s, int32_t *expert, struct xd_expert_view *
                 unlock(xc);
                 return rc;
             }
+            if (sl->state == XC_PINNED && (best < 0 || s->seq[i] < s->seq[best])) best = i;
         }
-        if (reserve(s, true) > 0) {
-            settle(xc);
-            continue;
+        if (best >= 0) {
+            const struct xd__xc_slot *sl = &xc->slots[xc->where[s->layer * xc->n_expert + s->experts[best]]];
+            s->st[best] = SET_DONE;
+            s->n_done++;
+            *expert = s->experts[best];
+            fill_view(xc, s->layer, s->experts[best], sl->mem, &sl->x, view);
+            ASSERT_INVARIANTS(xc);
+            unlock(xc);
+            return 1;
         }
         wait_change(xc);
     }

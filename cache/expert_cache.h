@@ -167,8 +167,12 @@ int32_t xd_xc_prefetch_layers(const struct xd_xc *xc);
 int xd_xc_set_create(struct xd_xc *xc, struct xd_xc_set **out); /* 0 or XD_E_NOMEM */
 void xd_xc_set_destroy(struct xd_xc_set *s);                    /* ends it first */
 /* Start acquiring experts[0..n) of layer (distinct ids): pins those resident and issues reads
- * for the missing ones as far as slots allow. Never blocks. 0 or XD_E_INVALID (then the set is
+ * for the missing ones as far as slots allow; with next-use eviction a miss may instead wait
+ * for the slot of an expert the set holds (it is released within the layer) rather than evict
+ * one needed sooner, except for up to XD_XC_SET_FORCED_READS reads while the set holds no
+ * resident expert (expert_cache.c: reserve). Never blocks. 0 or XD_E_INVALID (then the set is
  * empty). A set still in progress is ended first. */
+#define XD_XC_SET_FORCED_READS 2
 int xd_xc_set_begin(struct xd_xc_set *s, int64_t layer, const int32_t *experts, int n);
 /* Hand out the next ready expert (resident ones first, then as reads complete, waiting if
  * none is ready): returns 1 with *expert and *view filled and a pin to release with

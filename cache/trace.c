@@ -16,6 +16,7 @@
 #include "trace.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,17 +227,25 @@ int xd_xc_sim_online(const struct xd_xc_trace *t, int64_t n_slots, enum xd_xc_po
             for (int64_t k = 0; k < n_keys; k++) nu.freq[k] /= 2;
             for (int64_t q = 0; q < t->n_layer; q++) nu.visits[q] /= 2;
         }
-        for (int64_t a = a0; a < a1; a++) nu.freq[l * t->n_expert + t->acc[a]]++;
         /* the step's resident experts first: pinned, so the misses cannot evict them */
+        int32_t h0 = 0, n_hit;
         for (int64_t a = a0; a < a1; a++) {
             const int64_t k = l * t->n_expert + t->acc[a];
             hit[a - a0] = where[k] >= 0;
             if (!hit[a - a0]) continue;
             out->hits++;
+            nu.freq[k]++;
             xd__lru_remove(&lru, where[k]);
             held[n_held++] = where[k];
         }
-        for (int pass = 0; pass < 2; pass++) {
+        n_hit = n_held;
+        /* then as a set does (expert_cache.c: reserve, xd_xc_set_next): before each hand-out,
+         * start the misses that can have a slot - a free one, or a victim expected no sooner
+         * than the experts held (any victim when none is held) - then hand out and release the
+         * oldest held expert; reads are taken to land in the order they were started */
+        for (;;) {
+            double floor = -INFINITY;
+            bool floor_known = false;
             for (int64_t a = a0; a < a1; a++) {
                 const int64_t k = l * t->n_expert + t->acc[a];
                 if (hit[a - a0]) continue;
@@ -245,25 +254,41 @@ int xd_xc_sim_online(const struct xd_xc_trace *t, int64_t n_slots, enum xd_xc_po
                     xd__lru_remove(&fr, s);
                 } else {
                     s = xd__lru_oldest(&lru, part);
-                    if (evict == XD_XC_EVICT_NEXT_USE) { /* as victim_next_use() */
+                    if (s < 0) break; /* every slot held: after a release */
+                    if (evict == XD_XC_EVICT_NEXT_USE) { /* as victim_next_use(), take_slot() */
                         double best_t = 0;
                         for (int32_t c = s; c >= 0; c = lru.next[c]) {
                             const double tt = sim_next_use(t, &nu, key[c]);
                             if (c == s || tt > best_t) s = c, best_t = tt;
                         }
+                        if (!floor_known) {
+                            floor_known = true;
+                            for (int32_t h = h0; h < n_held; h++) {
+                                const double th = sim_next_use(t, &nu, key[held[h]]);
+                                floor = floor == -INFINITY || th < floor ? th : floor;
+                            }
+                        }
+                        /* held hits not handed out, held reads: the forced-read exception */
+                        const int32_t ready = h0 < n_hit ? n_hit - h0 : 0;
+                        const int32_t reading = n_held - (h0 > n_hit ? h0 : n_hit);
+                        if (best_t < floor && !(ready == 0 && reading < XD_XC_SET_FORCED_READS))
+                            break; /* wait for a held expert's slot */
                     }
-                    if (s < 0) continue; /* every slot pinned by this step: after the releases */
                     xd__lru_remove(&lru, s);
                     where[key[s]] = -1;
                 }
+                nu.freq[k]++;
                 hit[a - a0] = 1; /* handled (a miss) */
                 key[s] = (int32_t)k;
                 where[k] = s;
                 held[n_held++] = s;
+                if (evict == XD_XC_EVICT_NEXT_USE && floor_known) {
+                    const double tk = sim_next_use(t, &nu, k);
+                    floor = floor == -INFINITY || tk < floor ? tk : floor;
+                }
             }
-            /* release in hand-out order: hits, then misses */
-            for (int32_t h = 0; h < n_held; h++) xd__lru_push(&lru, part, held[h]);
-            n_held = 0;
+            if (h0 == n_held) break; /* nothing held, nothing left to start */
+            xd__lru_push(&lru, part, held[h0++]); /* hand out in reservation order, release */
         }
         out->accesses += (uint64_t)(a1 - a0);
     }

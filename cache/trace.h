@@ -6,8 +6,10 @@
  * `expertd replay FILE` then asks what hit rate a cache of n slots would have had under the
  * cache's own policies (LRU or expected-next-use eviction, global or per-layer pool; replayed
  * the way expert_cache.c behaves: within a step, experts already resident are touched first,
- * so a step's misses never evict its own hits) and under Belady's MIN (evict the expert whose
- * next use is furthest away), the offline optimum no demand-fetching policy can beat.
+ * so a step's misses never evict its own hits, and with next-use eviction a miss waits for a
+ * slot the step releases rather than evict an expert expected sooner; reads are taken to land
+ * in the order they start) and under Belady's MIN (evict the expert whose next use is furthest
+ * away), the offline optimum no demand-fetching policy can beat.
  */
 #ifndef XD_TRACE_H
 #define XD_TRACE_H

@@ -112,6 +112,8 @@ struct xd_xc_set {
     int32_t n, n_done;
     int32_t *experts; /* [n_expert] */
     uint8_t *st;      /* [n_expert]: SET_WANT, SET_HELD, SET_DONE */
+    int32_t *seq;     /* [n_expert]: order in which the held ones were reserved */
+    int32_t n_seq;
 };
 
 uint64_t xd__xc_now_ns(void);
