@@ -3,31 +3,64 @@
 #
 #   bench/batching.sh EXPERTD LLAMA_SERVER MODEL OUTDIR
 #
-# Starts three servers on MODEL, all up at once (the idle ones idle): expertd all resident,
+# Starts the servers on MODEL, all up at once (the idle ones idle): expertd all resident,
 # expertd with an expert cache of $CACHE (default 50% of the expert bytes, from `expertd
-# inspect`), and llama-server -np 16. For each concurrency in $LEVELS (default "1 4 16 64") it
-# runs `expertd bench serve` against each server in turn (the order rotates per level, so no
-# server always goes first), the same $PROMPTS requests of $IN prompt and $OUT output tokens
-# (defaults 64, 128, 32) every time, and writes OUTDIR/<server>-c<C>.json. Then prints one
-# Markdown table: output tok/s, the ratio to llama-server and to the server's own c=1, and
-# TTFT/TPOT p50/p99. Threads: $THREADS (default 2) for every server.
+# inspect`), llama-server -np 16 holding the whole model, and - where cgroup v1 memory is
+# writable (root) and CAP is not 0 - llama-server -np 16 under a memory cap with room for the
+# same share of the expert bytes: cap = non-expert bytes + $CACHE + $LS_ANON_MIB (default 96
+# MiB: its buffers, KV and compute, measured at 80 MiB after 16 clients). That one reads a
+# private copy of MODEL dropped from the page cache first, so every page it maps is charged
+# to its cgroup; expertd-cache then runs from its own private copy in a cgroup with the same
+# cap. For each concurrency in $LEVELS (default "1 4 16 64") it runs `expertd bench serve`
+# against each server in turn (the order rotates per level, so no server always goes first),
+# the same $PROMPTS requests of $IN prompt and $OUT output tokens (defaults 64, 128, 32)
+# every time, and writes OUTDIR/<server>-c<C>.json. Then prints one Markdown table: output
+# tok/s, the ratios to llama-server (and to the capped one), to the server's own c=1, and
+# TTFT/TPOT p50/p99; and each server's peak memory. Threads: $THREADS (default 2) each.
 set -euo pipefail
-[ $# -eq 4 ] || { sed -n '2,14p' "$0"; exit 2; }
+[ $# -eq 4 ] || { sed -n '2,22p' "$0"; exit 2; }
 XD=$1 LS=$2 MODEL=$3 OUTDIR=$4
 LEVELS=${LEVELS:-1 4 16 64} PROMPTS=${PROMPTS:-64} IN=${IN:-128} OUT=${OUT:-32} THREADS=${THREADS:-2}
+LS_ANON_MIB=${LS_ANON_MIB:-96}
 mkdir -p "$OUTDIR"
-if [ -z "${CACHE:-}" ]; then
-    exp=$("$XD" inspect "$MODEL" --json | python3 -c '
+read -r EXPERT_BYTES NONEXPERT_BYTES < <("$XD" inspect "$MODEL" --json | python3 -c '
 import json, sys
-print(json.load(sys.stdin)["experts"]["expert_bytes"])')
-    CACHE=$((exp / 2 / 1048576))MiB
+x = json.load(sys.stdin)["experts"]
+print(x["expert_bytes"], x["non_expert_bytes"])')
+if [ -z "${CACHE:-}" ]; then
+    CACHE=$((EXPERT_BYTES / 2))
 fi
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+CACHE_BYTES=$(python3 -c '
+import re, sys
+m = re.fullmatch(r"([0-9.]+)\s*([a-z]*)", sys.argv[1].strip().lower())
+u = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
+     "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+print(round(float(m.group(1)) * u[m.group(2)]))' "$CACHE")  # as expertd reads sizes
+CGROOT=/sys/fs/cgroup/memory
+CAP_BYTES=$((NONEXPERT_BYTES + CACHE_BYTES + LS_ANON_MIB * 1048576))
+capped=0
+if [ "${CAP:-1}" != 0 ] && [ -w "$CGROOT" ]; then capped=1; fi
+pids=() cgs=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for cg in "${cgs[@]}"; do rmdir "$cg" 2>/dev/null || true; done
+    rm -f "$OUTDIR/model-ls.gguf" "$OUTDIR/model-xd.gguf"
+}
 trap cleanup EXIT
-start() { # name port cmd...
-    local name=$1 port=$2; shift 2
-    "$@" > "$OUTDIR/$name.log" 2>&1 &
+private_copy() { # a copy of MODEL none of whose pages are in the page cache
+    cp "$MODEL" "$1"
+    sync "$1"
+    python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$1"
+}
+start() { # name port cgroup|- cmd...
+    local name=$1 port=$2 cg=$3; shift 3
+    if [ "$cg" = - ]; then
+        "$@" > "$OUTDIR/$name.log" 2>&1 &
+    else
+        (echo "$BASHPID" > "$cg/cgroup.procs" && exec "$@") > "$OUTDIR/$name.log" 2>&1 &
+    fi
     pids+=($!)
     for _ in $(seq 1 120); do
         curl -sf "http://127.0.0.1:$port/health" > /dev/null 2>&1 && return 0
@@ -37,44 +70,85 @@ start() { # name port cmd...
     return 1
 }
 P0=${PORT_BASE:-18200}
-start expertd $P0 "$XD" serve -m "$MODEL" --host 127.0.0.1 --port $P0 --parallel 64 --ctx 1024 \
-    -t "$THREADS" --quiet
-start expertd-cache $((P0 + 1)) "$XD" serve -m "$MODEL" --host 127.0.0.1 --port $((P0 + 1)) \
-    --parallel 64 --ctx 1024 -t "$THREADS" --expert-cache "$CACHE" --quiet
-start llama-server $((P0 + 2)) "$LS" -m "$MODEL" --host 127.0.0.1 --port $((P0 + 2)) -np 16 \
-    -c 4096 -t "$THREADS"
 names=(expertd expertd-cache llama-server)
+xd_model=$MODEL xd_cg=-
+if [ $capped = 1 ]; then
+    for who in xd ls; do
+        cg=$CGROOT/xdbatch-$who-$$
+        mkdir "$cg"
+        echo "$CAP_BYTES" > "$cg/memory.limit_in_bytes"
+        cgs+=("$cg")
+        private_copy "$OUTDIR/model-$who.gguf"
+    done
+    xd_model=$OUTDIR/model-xd.gguf xd_cg=$CGROOT/xdbatch-xd-$$
+    names+=(llama-server-capped)
+fi
+start expertd $P0 - "$XD" serve -m "$MODEL" --host 127.0.0.1 --port $P0 --parallel 64 --ctx 1024 \
+    -t "$THREADS" --quiet
+start expertd-cache $((P0 + 1)) "$xd_cg" "$XD" serve -m "$xd_model" --host 127.0.0.1 \
+    --port $((P0 + 1)) --parallel 64 --ctx 1024 -t "$THREADS" --expert-cache "$CACHE" --quiet
+start llama-server $((P0 + 2)) - "$LS" -m "$MODEL" --host 127.0.0.1 --port $((P0 + 2)) -np 16 \
+    -c 4096 -t "$THREADS"
+if [ $capped = 1 ]; then
+    start llama-server-capped $((P0 + 3)) "$CGROOT/xdbatch-ls-$$" "$LS" -m "$OUTDIR/model-ls.gguf" \
+        --host 127.0.0.1 --port $((P0 + 3)) -np 16 -c 4096 -t "$THREADS"
+fi
+ns=${#names[@]}
 rot=0
 for c in $LEVELS; do
-    for i in 0 1 2; do
-        k=$(((i + rot) % 3))
+    for i in $(seq 0 $((ns - 1))); do
+        k=$(((i + rot) % ns))
         "$XD" bench serve --url "http://127.0.0.1:$((P0 + k))/v1/completions" --concurrency "$c" \
             --num-prompts "$PROMPTS" --input-len "$IN" --output-len "$OUT" --seed 1 --no-progress \
-            --request-timeout 600 --max-duration 900 --json "$OUTDIR/${names[$k]}-c$c.json" \
+            --request-timeout 600 --max-duration "${MAX_DURATION:-900}" \
+            --json "$OUTDIR/${names[$k]}-c$c.json" \
             > /dev/null 2>&1 || echo "${names[$k]} c=$c: bench serve exited $?" >&2
     done
     rot=$((rot + 1))
 done
-echo "expert cache of expertd-cache: $CACHE; $PROMPTS requests of $IN + $OUT tokens; $THREADS threads"
-python3 - "$OUTDIR" "$LEVELS" <<'PY'
+echo "expert cache of expertd-cache: $CACHE ($CACHE_BYTES bytes of $EXPERT_BYTES); $PROMPTS requests of $IN + $OUT tokens; $THREADS threads"
+for i in $(seq 0 $((ns - 1))); do # peak memory: VmHWM, and the cgroup's peak where capped
+    st=/proc/${pids[$i]}/status
+    hwm=$(awk '/^VmHWM/ {print $2}' "$st" 2>/dev/null || echo 0)
+    line="${names[$i]}: peak RSS $((hwm / 1024)) MiB"
+    case ${names[$i]} in
+        expertd-cache) cg=$xd_cg ;;
+        llama-server-capped) cg=$CGROOT/xdbatch-ls-$$ ;;
+        *) cg=- ;;
+    esac
+    if [ "$cg" != - ]; then
+        line+=", cgroup cap $((CAP_BYTES / 1048576)) MiB, cgroup peak $(($(cat "$cg/memory.max_usage_in_bytes") / 1048576)) MiB"
+    fi
+    echo "$line"
+done
+python3 - "$OUTDIR" "$LEVELS" "${names[*]}" <<'PY'
 import json, os, sys
-d, levels = sys.argv[1], sys.argv[2].split()
+d, levels, names = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 def run(name, c):
     p = os.path.join(d, f"{name}-c{c}.json")
     return json.load(open(p))["runs"][0] if os.path.exists(p) else None
-print("| server | concurrency | ok | failed | out tok/s | vs llama-server | vs own c=1 | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for name in ["expertd", "expertd-cache", "llama-server"]:
+capped = "llama-server-capped" in names
+head = "| server | concurrency | ok | failed | out tok/s | vs llama-server |"
+head += " vs llama-server capped |" if capped else ""
+head += " vs own c=1 | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 |"
+print(head)
+print("|" + "---|" * (head.count("|") - 1))
+def ratio(o, peer):
+    return f"{o / peer['output_throughput']:.2f}x" if peer and peer["output_throughput"] else "-"
+for name in names:
     base = run(name, levels[0])
     for c in levels:
-        r, peer = run(name, c), run("llama-server", c)
+        r = run(name, c)
         if not r:
-            print(f"| {name} | {c} | - | - | - | - | - | - | - | - | - |")
+            print(f"| {name} | {c} |" + " - |" * (head.count("|") - 3))
             continue
         o = r["output_throughput"]
-        vs = f"{o / peer['output_throughput']:.2f}x" if peer and name != "llama-server" and peer["output_throughput"] else "-"
+        vs = ratio(o, run("llama-server", c)) if not name.startswith("llama") else "-"
+        vc = ratio(o, run("llama-server-capped", c)) if not name.startswith("llama") else "-"
         own = f"{o / base['output_throughput']:.2f}x" if base and base["output_throughput"] else "-"
-        print(f"| {name} | {c} | {r['completed']} | {r['failed']} | {o:.1f} | {vs} | {own} | "
-              f"{r['ttft_ms']['median']:.0f} | {r['ttft_ms']['p99']:.0f} | "
-              f"{r['tpot_ms']['median']:.1f} | {r['tpot_ms']['p99']:.1f} |")
+        row = f"| {name} | {c} | {r['completed']} | {r['failed']} | {o:.1f} | {vs} |"
+        row += f" {vc} |" if capped else ""
+        row += (f" {own} | {r['ttft_ms']['median']:.0f} | {r['ttft_ms']['p99']:.0f} | "
+                f"{r['tpot_ms']['median']:.1f} | {r['tpot_ms']['p99']:.1f} |")
+        print(row)
 PY
