@@ -15,14 +15,19 @@
 # against each server in turn (the order rotates per level, so no server always goes first),
 # the same $PROMPTS requests of $IN prompt and $OUT output tokens (defaults 64, 128, 32)
 # every time, and writes OUTDIR/<server>-c<C>.json. Then prints one Markdown table: output
-# tok/s, the ratios to llama-server (and to the capped one), to the server's own c=1, and
-# TTFT/TPOT p50/p99; and each server's peak memory. Threads: $THREADS (default 2) each.
+# tok/s of the completed requests; streamed tok/s, which also counts the tokens of requests
+# that failed mid-stream (llama-server ends some random-weight outputs with an SSE error from
+# its output parser; their tokens were generated all the same); the ratios of streamed tok/s
+# to llama-server's (and to the capped one's) and to the server's own c=1; TTFT/TPOT p50/p99;
+# and each server's peak memory. Threads: $THREADS (default 2) each. REPORT_ONLY=1: print
+# the table of the JSON files already in OUTDIR, running nothing.
 set -euo pipefail
-[ $# -eq 4 ] || { sed -n '2,22p' "$0"; exit 2; }
+[ $# -eq 4 ] || { sed -n '2,26p' "$0"; exit 2; }
 XD=$1 LS=$2 MODEL=$3 OUTDIR=$4
 LEVELS=${LEVELS:-1 4 16 64} PROMPTS=${PROMPTS:-64} IN=${IN:-128} OUT=${OUT:-32} THREADS=${THREADS:-2}
 LS_ANON_MIB=${LS_ANON_MIB:-96}
 mkdir -p "$OUTDIR"
+[ -n "${REPORT_ONLY:-}" ] || {
 read -r EXPERT_BYTES NONEXPERT_BYTES < <("$XD" inspect "$MODEL" --json | python3 -c '
 import json, sys
 x = json.load(sys.stdin)["experts"]
@@ -121,20 +126,26 @@ for i in $(seq 0 $((ns - 1))); do # peak memory: VmHWM, and the cgroup's peak wh
     fi
     echo "$line"
 done
+}
+[ -z "${REPORT_ONLY:-}" ] || names=(expertd expertd-cache llama-server llama-server-capped)
 python3 - "$OUTDIR" "$LEVELS" "${names[*]}" <<'PY'
 import json, os, sys
 d, levels, names = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 def run(name, c):
     p = os.path.join(d, f"{name}-c{c}.json")
     return json.load(open(p))["runs"][0] if os.path.exists(p) else None
+def streamed(r):
+    """every token streamed, failed requests' too, per second of the level"""
+    return sum(q["output_tokens"] for q in r["requests"]) / r["duration_s"] if r and r["duration_s"] else 0
+names = [n for n in names if any(run(n, c) for c in levels)]
 capped = "llama-server-capped" in names
-head = "| server | concurrency | ok | failed | out tok/s | vs llama-server |"
+head = "| server | concurrency | ok | failed | out tok/s | streamed tok/s | vs llama-server |"
 head += " vs llama-server capped |" if capped else ""
 head += " vs own c=1 | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 |"
 print(head)
 print("|" + "---|" * (head.count("|") - 1))
 def ratio(o, peer):
-    return f"{o / peer['output_throughput']:.2f}x" if peer and peer["output_throughput"] else "-"
+    return f"{o / streamed(peer):.2f}x" if peer and streamed(peer) else "-"
 for name in names:
     base = run(name, levels[0])
     for c in levels:
@@ -142,11 +153,11 @@ for name in names:
         if not r:
             print(f"| {name} | {c} |" + " - |" * (head.count("|") - 3))
             continue
-        o = r["output_throughput"]
-        vs = ratio(o, run("llama-server", c)) if not name.startswith("llama") else "-"
-        vc = ratio(o, run("llama-server-capped", c)) if not name.startswith("llama") else "-"
-        own = f"{o / base['output_throughput']:.2f}x" if base and base["output_throughput"] else "-"
-        row = f"| {name} | {c} | {r['completed']} | {r['failed']} | {o:.1f} | {vs} |"
+        o, so = r["output_throughput"], streamed(r)
+        vs = ratio(so, run("llama-server", c)) if not name.startswith("llama") else "-"
+        vc = ratio(so, run("llama-server-capped", c)) if not name.startswith("llama") else "-"
+        own = f"{so / streamed(base):.2f}x" if base and streamed(base) else "-"
+        row = f"| {name} | {c} | {r['completed']} | {r['failed']} | {o:.1f} | {so:.1f} | {vs} |"
         row += f" {vc} |" if capped else ""
         row += (f" {own} | {r['ttft_ms']['median']:.0f} | {r['ttft_ms']['p99']:.0f} | "
                 f"{r['tpot_ms']['median']:.1f} | {r['tpot_ms']['p99']:.1f} |")
