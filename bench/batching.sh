@@ -88,7 +88,7 @@ if [ $capped = 1 ]; then
     xd_model=$OUTDIR/model-xd.gguf xd_cg=$CGROOT/xdbatch-xd-$$
     names+=(llama-server-capped)
 fi
-start expertd $P0 - "$XD" serve -m "$MODEL" --host 127.0.0.1 --port $P0 --parallel 64 --ctx 1024 \
+start expertd "$P0" - "$XD" serve -m "$MODEL" --host 127.0.0.1 --port "$P0" --parallel 64 --ctx 1024 \
     -t "$THREADS" --quiet
 start expertd-cache $((P0 + 1)) "$xd_cg" "$XD" serve -m "$xd_model" --host 127.0.0.1 \
     --port $((P0 + 1)) --parallel 64 --ctx 1024 -t "$THREADS" --expert-cache "$CACHE" --quiet
