@@ -859,7 +859,7 @@ static int reserve(struct xd_xc_set *s, bool take_new) {
             if (floor_known) {
                 const double t = next_use(xc, key);
                 floor = floor == -INFINITY || t < floor ? t : floor;
-                if (xc->slots[sl].state == XC_RESIDENT) ready++;
+                if (xc->slots[sl].state != XC_READING) ready++; /* resident, or pinned by another */
                 else reading++;
             }
         }
@@ -925,7 +925,7 @@ int xd_xc_set_next(struct xd_xc_set *s, int32_t *expert, struct xd_expert_view *
         }
         /* before handing one out: the expert released since the last call may be the victim
          * a waiting miss needs, and its read should overlap the next expert's compute */
-        if (reserve(s, true) > 0) settle(xc);
+        if (!xc->resident && reserve(s, true) > 0) settle(xc);
         /* the ready expert reserved first: the resident ones, then reads in the order they
          * started (the replay in trace.c assumes this order) */
         int32_t best = -1;
