@@ -462,6 +462,22 @@ Test(xc_set, a_set_larger_than_the_cache_still_completes) {
     xd_model_free(m);
 }
 
+/* The replay of the trace at path, with n_slots under policy and evict, predicts the hits the
+ * cache counted (st) to the access. Removes the trace. */
+static void check_replay(const char *path, int64_t n_slots, enum xd_xc_policy policy,
+                         enum xd_xc_evict evict, const struct xd_xc_stats *st) {
+    char err[256];
+    struct xd_xc_trace t;
+    cr_assert_eq(xd_xc_trace_load(path, &t, err, sizeof err), 0, "%s", err);
+    struct xd_xc_sim sim;
+    cr_assert_eq(xd_xc_sim_online(&t, n_slots, policy, evict, &sim), 0);
+    cr_assert_eq(sim.accesses, st->acquires);
+    cr_assert_eq(sim.hits, st->hits, "replay %llu hits, cache %llu", (unsigned long long)sim.hits,
+                 (unsigned long long)st->hits);
+    xd_xc_trace_free(&t);
+    unlink(path);
+}
+
 /* A batch that routes to every expert of every layer, with room for a quarter of them: each
  * layer's misses must wait for the slots of the layer's own experts (computed and released
  * within the layer) instead of evicting the next layers' experts, so those are hits at their
@@ -509,16 +525,8 @@ Test(xc_set, full_sets_keep_the_other_layers_experts) {
     cr_assert_geq(hits, 7 * (uint64_t)(cycles - 2), "%llu hits in %d cycles", (unsigned long long)hits,
                   cycles - 2);
     xd_xc_set_destroy(set);
-    xd_xc_destroy(xc);
-    struct xd_xc_trace t;
-    cr_assert_eq(xd_xc_trace_load(trace, &t, err, sizeof err), 0, "%s", err);
-    struct xd_xc_sim sim;
-    cr_assert_eq(xd_xc_sim_online(&t, 8, XD_XC_POLICY_GLOBAL, XD_XC_EVICT_NEXT_USE, &sim), 0);
-    cr_assert_eq(sim.accesses, st.acquires);
-    cr_assert_eq(sim.hits, st.hits, "replay %llu hits, cache %llu", (unsigned long long)sim.hits,
-                 (unsigned long long)st.hits);
-    xd_xc_trace_free(&t);
-    unlink(trace);
+    xd_xc_destroy(xc); /* flushes the trace */
+    check_replay(trace, 8, XD_XC_POLICY_GLOBAL, XD_XC_EVICT_NEXT_USE, &st);
     free(path);
     xd_model_free(m);
 }
@@ -917,15 +925,7 @@ static void replay_matches(enum xd_xc_policy policy, enum xd_xc_evict evict, int
     struct xd_xc_stats st;
     xd_xc_stats_get(xc, &st);
     xd_xc_destroy(xc); /* flushes the trace */
-    struct xd_xc_trace t;
-    cr_assert_eq(xd_xc_trace_load(trace, &t, err, sizeof err), 0, "%s", err);
-    struct xd_xc_sim sim;
-    cr_assert_eq(xd_xc_sim_online(&t, n_slots, policy, evict, &sim), 0);
-    cr_assert_eq(sim.accesses, st.acquires);
-    cr_assert_eq(sim.hits, st.hits, "replay %llu hits, cache %llu", (unsigned long long)sim.hits,
-                 (unsigned long long)st.hits);
-    xd_xc_trace_free(&t);
-    unlink(trace);
+    check_replay(trace, n_slots, policy, evict, &st);
     free(path);
     xd_model_free(m);
 }
