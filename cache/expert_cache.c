@@ -817,12 +817,24 @@ void xd_xc_set_end(struct xd_xc_set *s) {
  * with any victim, so that its misses are read side by side (a lone-token step's two misses)
  * instead of one after another while nothing computes; a layer that starts a step with no
  * hits takes its slots that way and keeps them from then on. */
+/* What a set holds, for the rule above: the smallest expected next use among its experts and
+ * how many are ready to hand out or still being read. */
+struct held {
+    double floor;
+    int32_t ready, reading;
+};
+
+static void hold(const struct xd_xc *xc, struct held *h, int64_t key) {
+    const int st = xc->slots[xc->where[key]].state;
+    h->floor = fmin(h->floor, next_use(xc, key));
+    if (st == XC_RESIDENT || st == XC_PINNED) h->ready++;
+    else h->reading++;
+}
+
 static int reserve(struct xd_xc_set *s, bool take_new) {
     struct xd_xc *xc = s->xc;
-    const bool nu = xc->evict == XD_XC_EVICT_NEXT_USE;
-    double floor = -INFINITY; /* the smallest expected next use among the held experts */
-    int32_t ready = 0, reading = 0;
-    bool floor_known = false;
+    struct held h = {INFINITY, 0, 0};
+    bool known = false; /* h counts what the set holds (next-use eviction only) */
     int got = 0;
     for (int32_t i = 0; i < s->n; i++) {
         if (s->st[i] != SET_WANT) continue;
@@ -831,38 +843,22 @@ static int reserve(struct xd_xc_set *s, bool take_new) {
         if (sl >= 0 && xc->slots[sl].state == XC_ERROR) continue; /* wait until it is freed */
         if (sl < 0) {
             if (!take_new) continue;
-            if (nu && !floor_known) {
-                floor_known = true;
-                for (int32_t j = 0; j < s->n; j++) {
-                    if (s->st[j] != SET_HELD) continue;
-                    const int64_t kj = s->layer * xc->n_expert + s->experts[j];
-                    const double t = next_use(xc, kj);
-                    floor = floor == -INFINITY || t < floor ? t : floor;
-                    if (xc->slots[xc->where[kj]].state == XC_PINNED) ready++;
-                    else reading++;
-                }
+            if (xc->evict == XD_XC_EVICT_NEXT_USE && !known) {
+                known = true;
+                for (int32_t j = 0; j < s->n; j++)
+                    if (s->st[j] == SET_HELD) hold(xc, &h, s->layer * xc->n_expert + s->experts[j]);
             }
-            const bool forced_ok = ready == 0 && reading < XD_XC_SET_FORCED_READS;
-            if ((sl = take_slot(xc, s->layer, nu && !forced_ok ? floor : -INFINITY)) < 0) {
+            const bool forced_ok = h.ready == 0 && h.reading < XD_XC_SET_FORCED_READS;
+            if ((sl = take_slot(xc, s->layer, forced_ok ? -INFINITY : h.floor)) < 0) {
                 take_new = false; /* the same answer for the rest: one victim scan per call */
                 continue;
             }
             count_access(xc, key, -1);
             start_read(xc, sl, key, false);
-            if (nu) {
-                const double t = next_use(xc, key);
-                floor = floor == -INFINITY || t < floor ? t : floor;
-                reading++;
-            }
         } else {
             count_access(xc, key, sl);
-            if (floor_known) {
-                const double t = next_use(xc, key);
-                floor = floor == -INFINITY || t < floor ? t : floor;
-                if (xc->slots[sl].state != XC_READING) ready++; /* resident, or pinned by another */
-                else reading++;
-            }
         }
+        if (known) hold(xc, &h, key);
         pin(xc, sl);
         s->st[i] = SET_HELD;
         s->seq[i] = s->n_seq++;
@@ -915,6 +911,12 @@ int xd_xc_set_begin(struct xd_xc_set *s, int64_t layer, const int32_t *experts, 
     return 0;
 }
 
+/* The slot of a held (not resident-cache) expert of the set. */
+static const struct xd__xc_slot *set_slot(const struct xd_xc_set *s, int32_t i) {
+    const struct xd_xc *xc = s->xc;
+    return &xc->slots[xc->where[s->layer * xc->n_expert + s->experts[i]]];
+}
+
 int xd_xc_set_next(struct xd_xc_set *s, int32_t *expert, struct xd_expert_view *view) {
     struct xd_xc *xc = s->xc;
     lock(xc);
@@ -939,7 +941,7 @@ int xd_xc_set_next(struct xd_xc_set *s, int32_t *expert, struct xd_expert_view *
                 fill_view(xc, s->layer, s->experts[i], NULL, NULL, view);
                 return 1;
             }
-            const struct xd__xc_slot *sl = &xc->slots[xc->where[s->layer * xc->n_expert + s->experts[i]]];
+            const struct xd__xc_slot *sl = set_slot(s, i);
             if (sl->state == XC_ERROR) {
                 int rc = sl->err;
                 set_end_locked(s);
@@ -950,7 +952,7 @@ int xd_xc_set_next(struct xd_xc_set *s, int32_t *expert, struct xd_expert_view *
             if (sl->state == XC_PINNED && (best < 0 || s->seq[i] < s->seq[best])) best = i;
         }
         if (best >= 0) {
-            const struct xd__xc_slot *sl = &xc->slots[xc->where[s->layer * xc->n_expert + s->experts[best]]];
+            const struct xd__xc_slot *sl = set_slot(s, best);
             s->st[best] = SET_DONE;
             s->n_done++;
             *expert = s->experts[best];

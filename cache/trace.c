@@ -244,7 +244,7 @@ int xd_xc_sim_online(const struct xd_xc_trace *t, int64_t n_slots, enum xd_xc_po
          * than the experts held (any victim when none is held) - then hand out and release the
          * oldest held expert; reads are taken to land in the order they were started */
         for (;;) {
-            double floor = -INFINITY;
+            double floor = INFINITY; /* the smallest expected next use of the held experts */
             bool floor_known = false;
             for (int64_t a = a0; a < a1; a++) {
                 const int64_t k = l * t->n_expert + t->acc[a];
@@ -263,10 +263,8 @@ int xd_xc_sim_online(const struct xd_xc_trace *t, int64_t n_slots, enum xd_xc_po
                         }
                         if (!floor_known) {
                             floor_known = true;
-                            for (int32_t h = h0; h < n_held; h++) {
-                                const double th = sim_next_use(t, &nu, key[held[h]]);
-                                floor = floor == -INFINITY || th < floor ? th : floor;
-                            }
+                            for (int32_t h = h0; h < n_held; h++)
+                                floor = fmin(floor, sim_next_use(t, &nu, key[held[h]]));
                         }
                         /* held hits not handed out, held reads: the forced-read exception */
                         const int32_t ready = h0 < n_hit ? n_hit - h0 : 0;
@@ -282,10 +280,7 @@ int xd_xc_sim_online(const struct xd_xc_trace *t, int64_t n_slots, enum xd_xc_po
                 key[s] = (int32_t)k;
                 where[k] = s;
                 held[n_held++] = s;
-                if (evict == XD_XC_EVICT_NEXT_USE && floor_known) {
-                    const double tk = sim_next_use(t, &nu, k);
-                    floor = floor == -INFINITY || tk < floor ? tk : floor;
-                }
+                if (floor_known) floor = fmin(floor, sim_next_use(t, &nu, k));
             }
             if (h0 == n_held) break; /* nothing held, nothing left to start */
             xd__lru_push(&lru, part, held[h0++]); /* hand out in reservation order, release */
