@@ -1004,3 +1004,19 @@ int64_t xd_xc_pinned(const struct xd_xc *xc) {
 }
 
 void xd_xc_info(const struct xd_xc *xc, struct xd_xc_info *out) { *out = xc->info; }
+
+const char *xd_xc_describe(const struct xd_xc *xc, char *buf, size_t n) {
+    const struct xd_xc_info *in = &xc->info;
+    char b1[32], b2[32], b3[32];
+    if (!in->offloaded) {
+        if (n) buf[0] = '\0';
+        return buf;
+    }
+    snprintf(buf, n, "expert cache %s = %d slots of %s (experts are %s each), store %s %s%s, "
+             "%s, policy %s, evict %s", xd_xc_format_size(in->budget, b1, sizeof b1),
+             in->n_slots, xd_xc_format_size(in->slot_bytes, b2, sizeof b2),
+             xd_xc_format_size(in->expert_bytes, b3, sizeof b3), in->store_kind,
+             in->store_path, in->direct ? " (O_DIRECT)" : " (buffered)", in->io, in->policy,
+             in->evict);
+    return buf;
+}

@@ -202,6 +202,10 @@ struct xd_xc_info {
     bool direct;
 };
 void xd_xc_info(const struct xd_xc *xc, struct xd_xc_info *out);
+/* One line for logs: "expert cache 89.25 MiB = 7 slots of 11.17 MiB (experts are 11.16 MiB
+ * each), store gguf PATH (O_DIRECT), io ..., policy global, evict next-use"; "" for the
+ * resident cache. Returns buf. */
+const char *xd_xc_describe(const struct xd_xc *xc, char *buf, size_t n);
 
 /* Check every state invariant (expert_cache.c lists them). 0, or XD_E_INVALID with the first
  * violation logged. Takes the lock; used inside assert() and by the fault tests after every

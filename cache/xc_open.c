@@ -262,6 +262,22 @@ int xd_xc_open(const struct xd_model *m, const struct xd_xc_config *cfg, struct 
     for (int32_t i = 0; i < xc->n_slots; i++)
         xc->slots[i].chunk_ok = xc->chunk_flags + (size_t)i * (size_t)xc->max_chunks;
     if ((rc = open_io(xc, cfg, err, errlen))) goto fail;
+    /* A slot is the expert rounded out for O_DIRECT (GGUF-direct: each of its three slices,
+     * up to 24 KiB more per expert). Say so when that costs a slot the expert bytes would
+     * fit: half the expert bytes buying one expert fewer than half the experts surprises
+     * everyone who sizes a cache in expert bytes. */
+    if (m->expert_bytes && n_slots < (uint64_t)xc->n_keys &&
+        cfg->budget / m->expert_bytes > n_slots) {
+        bool gguf = !strcmp(xd_xs_kind(xc->store), "gguf");
+        xd__xc_logf(xc, "%s buys %d slots of %s, fewer than the %llu experts of %s it holds "
+                    "the bytes of: slots are rounded out to 4 KiB for O_DIRECT%s",
+                    xd_xc_format_size(cfg->budget, b1, sizeof b1), xc->n_slots,
+                    xd_xc_format_size(xc->slot_bytes, b2, sizeof b2),
+                    (unsigned long long)(cfg->budget / m->expert_bytes),
+                    xd_xc_format_size(m->expert_bytes, (char[32]){0}, 32),
+                    gguf ? " (each slice of the GGUF file); `expertd pack` writes a store "
+                           "with one extent per expert" : "");
+    }
     if (!xd_xs_direct(xc->store))
         xd__xc_logf(xc, "%s does not support O_DIRECT: expert reads go through the page cache, "
                     "which the budget does not bound", xd_xs_path(xc->store));

@@ -177,15 +177,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
 }
 
 static void print_xc_info(const struct xd_xc *xc) {
-    struct xd_xc_info in;
-    xd_xc_info(xc, &in);
-    if (!in.offloaded) return;
-    char b1[32], b2[32], b3[32];
-    fprintf(stderr, "expertd run: expert cache %s = %d slots of %s (experts are %s each), store "
-            "%s %s%s, %s, policy %s, evict %s\n", xd_xc_format_size(in.budget, b1, sizeof b1),
-            in.n_slots, xd_xc_format_size(in.slot_bytes, b2, sizeof b2),
-            xd_xc_format_size(in.expert_bytes, b3, sizeof b3), in.store_kind, in.store_path,
-            in.direct ? " (O_DIRECT)" : " (buffered)", in.io, in.policy, in.evict);
+    char line[1024];
+    if (*xd_xc_describe(xc, line, sizeof line)) fprintf(stderr, "expertd run: %s\n", line);
 }
 
 /* The expert cache's configuration and counters, for --json's stats.expert_cache. */

@@ -230,6 +230,9 @@ static void load_done(uv_work_t *w, int status) {
             "%d blocks of %d positions, %.1f MiB); ready\n",
             s->cfg.model_name, s->metrics.load_seconds, es.n_parallel, es.n_ctx,
             es.kv_blocks_total, es.kv_block_size, (double)es.kv_bytes / (1 << 20));
+    char xc_line[1024];
+    if (s->xc && *xd_xc_describe(s->xc, xc_line, sizeof xc_line)) /* NULL: all resident */
+        fprintf(stderr, "expertd serve: %s\n", xc_line);
     if (!s->chat_tpl)
         fprintf(stderr,
                 "expertd serve: the model's chat template cannot be used: %s; "

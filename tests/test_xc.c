@@ -265,6 +265,58 @@ Test(xc_open, budget_below_top_k_names_the_minimum) {
     xd_model_free(m);
 }
 
+/* A budget sized in expert bytes buys fewer GGUF-direct slots (each slice rounded out to 4 KiB):
+ * the cache says so and points at `expertd pack`; a packed store's slots are the experts. */
+Test(xc_open, budget_in_expert_bytes_says_when_rounding_costs_a_slot) {
+    char *path;
+    struct xd_model *m = xc_load("mixtral-tiny-q8_0.gguf", &path);
+    char *pack = xc_pack_temp(m);
+    const uint64_t slot = xc_slot_bytes(m, path, "gguf"), pslot = xc_slot_bytes(m, path, pack);
+    cr_assert_gt(slot, m->expert_bytes, "the fixture's slices are not 4 KiB-aligned");
+    const uint64_t want = 4, budget = want * m->expert_bytes;
+    cr_assert_lt(budget / slot, want);
+    struct xc_log log = {0};
+    struct xd_xc_config cfg = {.budget = budget, .model_path = path, .store = "gguf",
+                               .log = xc_log_sink, .log_user = &log};
+    struct xd_xc *xc;
+    struct xd_xc_info in;
+    char err[256], line[1024];
+    cr_assert_eq(xd_xc_open(m, &cfg, &xc, err, sizeof err), 0, "%s", err);
+    xd_xc_info(xc, &in);
+    cr_assert_eq(in.n_slots, (int32_t)(budget / slot));
+    cr_assert(strstr(log.text, "fewer than the 4 experts") && strstr(log.text, "expertd pack"),
+              "%s", log.text);
+    char n[16];
+    snprintf(n, sizeof n, "= %d slots", in.n_slots);
+    cr_assert(strstr(xd_xc_describe(xc, line, sizeof line), n), "%s", line);
+    xd_xc_destroy(xc);
+    /* packed: one 4 KiB-aligned extent per expert, so the same budget buys what it holds the
+     * bytes of unless the extent's own rounding still costs one (then no `pack` advice) */
+    log = (struct xc_log){0};
+    cfg.store = pack;
+    cr_assert_eq(xd_xc_open(m, &cfg, &xc, err, sizeof err), 0, "%s", err);
+    xd_xc_info(xc, &in);
+    cr_assert_eq(in.n_slots, (int32_t)(budget / pslot));
+    if (budget / pslot == want) cr_assert_eq(log.lines, 0, "%s", log.text);
+    else cr_assert(!strstr(log.text, "expertd pack"), "%s", log.text);
+    xd_xc_destroy(xc);
+    /* whole slots: silent */
+    log = (struct xc_log){0};
+    cfg.store = "gguf";
+    cfg.budget = want * slot;
+    cr_assert_eq(xd_xc_open(m, &cfg, &xc, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(log.lines, 0, "%s", log.text);
+    xd_xc_destroy(xc);
+    /* the resident cache describes itself as nothing */
+    cr_assert_eq(xd_xc_create_resident(m, &xc), 0);
+    cr_assert_str_eq(xd_xc_describe(xc, line, sizeof line), "");
+    xd_xc_destroy(xc);
+    unlink(pack);
+    free(pack);
+    free(path);
+    xd_model_free(m);
+}
+
 Test(xc_open, auto_store_prefers_a_matching_pack_beside_the_model) {
     char *path;
     struct xd_model *m = xc_load("mixtral-tiny-q8_0.gguf", &path);
