@@ -197,7 +197,7 @@ for name in names:
                 f"{r['tpot_ms']['median']:.1f} | {r['tpot_ms']['p99']:.1f} |")
         print(row)
 
-# Each server's share of its physical limit (the rule where a peer multiple is not
+# Each server's share of its physical limit (the rule where a multiple of a peer is not
 # physically possible). Bytes per output token come from expertd's counters at that level:
 # expertd and llama-server read weights from memory - per forward pass the non-expert
 # weights less the embedding table (one row per token) plus every distinct expert run - so
