@@ -123,9 +123,9 @@ limits() { # the physical limits, measured in this run: memory read bandwidth; f
 print(json.dumps({"fio_randread_mb_s": json.load(sys.stdin)["jobs"][0]["read"]["bw_bytes"] / 1e6}))' \
         >> "$OUTDIR/limits.jsonl"
 }
-metrics() { # $1 = before|after: expertd's counters around a level (bytes read, experts run)
-    [ "$k" -gt 1 ] || curl -sf "http://127.0.0.1:$((P0 + k))/metrics" \
-        > "$OUTDIR/${names[$k]}-c$c.metrics.$1" || true
+metrics() { # server-index concurrency before|after: expertd's counters around a level
+    [ "$1" -gt 1 ] || curl -sf "http://127.0.0.1:$((P0 + $1))/metrics" \
+        > "$OUTDIR/${names[$1]}-c$2.metrics.$3" || true
 }
 rm -f "$OUTDIR/limits.jsonl"
 limits
@@ -134,13 +134,13 @@ rot=0
 for c in $LEVELS; do
     for i in $(seq 0 $((ns - 1))); do
         k=$(((i + rot) % ns))
-        metrics before
+        metrics "$k" "$c" before
         "$XD" bench serve --url "http://127.0.0.1:$((P0 + k))/v1/completions" --concurrency "$c" \
             --num-prompts "$PROMPTS" --input-len "$IN" --output-len "$OUT" --seed 1 --no-progress \
             --request-timeout 600 --max-duration "${MAX_DURATION:-900}" \
             --json "$OUTDIR/${names[$k]}-c$c.json" \
             > /dev/null 2>&1 || echo "${names[$k]} c=$c: bench serve exited $?" >&2
-        metrics after
+        metrics "$k" "$c" after
     done
     rot=$((rot + 1))
 done

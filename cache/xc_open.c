@@ -266,14 +266,14 @@ int xd_xc_open(const struct xd_model *m, const struct xd_xc_config *cfg, struct 
      * up to 24 KiB more per expert). Say so when that costs a slot the expert bytes would
      * fit: half the expert bytes buying one expert fewer than half the experts surprises
      * everyone who sizes a cache in expert bytes. */
-    if (m->expert_bytes && n_slots < (uint64_t)xc->n_keys &&
-        cfg->budget / m->expert_bytes > n_slots) {
+    uint64_t fit = m->expert_bytes ? cfg->budget / m->expert_bytes : 0;
+    if (fit > (uint64_t)xc->n_keys) fit = (uint64_t)xc->n_keys;
+    if (fit > n_slots) {
         bool gguf = !strcmp(xd_xs_kind(xc->store), "gguf");
         xd__xc_logf(xc, "%s buys %d slots of %s, fewer than the %llu experts of %s it holds "
                     "the bytes of: slots are rounded out to 4 KiB for O_DIRECT%s",
                     xd_xc_format_size(cfg->budget, b1, sizeof b1), xc->n_slots,
-                    xd_xc_format_size(xc->slot_bytes, b2, sizeof b2),
-                    (unsigned long long)(cfg->budget / m->expert_bytes),
+                    xd_xc_format_size(xc->slot_bytes, b2, sizeof b2), (unsigned long long)fit,
                     xd_xc_format_size(m->expert_bytes, (char[32]){0}, 32),
                     gguf ? " (each slice of the GGUF file); `expertd pack` writes a store "
                            "with one extent per expert" : "");
