@@ -226,10 +226,13 @@ check "chunked body + Expect: 100-continue" python3 tests/e2e/raw_http.py "$A" c
 check "garbage -> 400 + close" python3 tests/e2e/raw_http.py "$A" garbage
 check "oversized headers -> 431" python3 tests/e2e/raw_http.py "$A" huge_headers
 
-# disconnect mid-stream cancels the request and frees its slot
+# disconnect mid-stream cancels the request and frees its slot. The client hangs up after the
+# first events (head exits, curl dies on its next write), not after a time: the tiny model
+# streams all ~3900 tokens in 1.3 s, so a 1 s cut raced the request's end as the engine got
+# faster.
 metric() { curl -s "localhost:$1/metrics" | awk -v m="$2" '$1==m {print $2}'; }
 before=$(metric "$A" expertd_requests_cancelled_total)
-curl -sN --max-time 1 "localhost:$A/v1/completions" -d "{\"model\":\"$NAME\",\"prompt\":\"Go\",\"max_tokens\":4000,\"ignore_eos\":true,\"stream\":true}" >"$WORK/cut" 2>/dev/null
+{ curl -sN --max-time 10 "localhost:$A/v1/completions" -d "{\"model\":\"$NAME\",\"prompt\":\"Go\",\"max_tokens\":4000,\"ignore_eos\":true,\"stream\":true}" 2>/dev/null || true; } | head -n 6 >"$WORK/cut"
 got_some=$(grep -c '^data: {' "$WORK/cut")
 freed=no
 for _ in $(seq 1 100); do
