@@ -130,6 +130,7 @@ static int check_locked(const struct xd_xc *xc, char *why, size_t n) {
             (on_free && xd__lru_part_of(&xc->free, s) != sl->part))
             return bad(xc, why, n, "listed in another partition", s);
         if (sl->queued && sl->state != XC_READING) return bad(xc, why, n, "queued, not reading", s);
+        if (sl->cm_started && sl->state != XC_READING) return bad(xc, why, n, "copy parts, not reading", s);
         if (sl->chunks && sl->state != XC_READING) return bad(xc, why, n, "I/O, not reading", s);
         busy += sl->state == XC_READING;
         switch (sl->state) {
@@ -348,6 +349,12 @@ static void begin_reads(struct xd_xc *xc, int32_t s) {
     sl->err_off = 0;
     sl->crc_pos = 0;
     sl->crc = 0;
+    sl->n_issued = 0;
+    sl->cm_started = false;
+    sl->cm_chunk = 0;
+    sl->cm_region = 0;
+    sl->cm_landed = 0;
+    sl->cm_sent = 0;
     memset(sl->chunk_ok, 0, (size_t)xc->max_chunks);
     rq_push(xc, s);
 }
@@ -410,7 +417,8 @@ static void pump(struct xd_xc *xc) {
                           : 0;
             r->slot = s;
             r->n_again = 0;
-            r->chunk = sl->x.has_crc && sl->region == 0 ? (int32_t)(sl->region_off / xc->chunk) : -1;
+            assert(sl->n_issued < xc->max_chunks);
+            r->chunk = sl->n_issued++; /* region 0's chunks first: chunk i starts at i * chunk */
             sl->region_off += len;
             if (sl->region_off == rg->len) {
                 sl->region++;
@@ -440,6 +448,36 @@ static void advance_crc(struct xd_xc *xc, struct xd__xc_slot *sl) {
     }
 }
 
+/* Streamed commit: walk the chunks that have landed in issue order and pass each region's
+ * landed bytes to the backend's commit_part once there are part_bytes of them, or the region
+ * is complete; with all, pass whatever of the expert is left (every chunk is back). Called
+ * with the lock held from the completions, and without it from finish_read, when the slot is
+ * finishing and no one else touches it. 0, or commit_part's error. */
+static int advance_commit(struct xd_xc *xc, struct xd__xc_slot *sl, bool all) {
+    while (sl->cm_region < sl->x.n_regions) {
+        const struct xd_xs_region *rg = &sl->x.r[sl->cm_region];
+        while (sl->cm_landed < rg->len &&
+               (all || (sl->cm_chunk < sl->n_issued && sl->chunk_ok[sl->cm_chunk]))) {
+            uint64_t left = rg->len - sl->cm_landed;
+            sl->cm_landed += left < xc->chunk ? left : xc->chunk;
+            sl->cm_chunk++;
+        }
+        const bool whole = sl->cm_landed == rg->len;
+        if (sl->cm_landed > sl->cm_sent && (whole || sl->cm_landed - sl->cm_sent >= xc->part_bytes)) {
+            sl->cm_started = true;
+            int rc = xc->be.commit_part(xc->be.user, sl->mem, sl->io, rg->slot_off + sl->cm_sent,
+                                        sl->cm_landed - sl->cm_sent);
+            if (rc < 0) return rc;
+            sl->cm_sent = sl->cm_landed;
+        }
+        if (!whole) return 0;
+        sl->cm_region++;
+        sl->cm_landed = 0;
+        sl->cm_sent = 0;
+    }
+    return 0;
+}
+
 /* Give a request back and let its slot finish if it was the last. */
 static void chunk_done(struct xd_xc *xc, struct xd_xio_req *r, int err) {
     struct xd__xc_slot *sl = &xc->slots[r->slot];
@@ -447,7 +485,7 @@ static void chunk_done(struct xd_xc *xc, struct xd_xio_req *r, int err) {
         sl->err = err;
         sl->err_off = r->off;
     }
-    if (!err && !sl->err && r->chunk >= 0) sl->chunk_ok[r->chunk] = 1; /* checksummed later */
+    if (!err && !sl->err) sl->chunk_ok[r->chunk] = 1; /* checksummed and committed later */
     xc->req_free[xc->n_req_free++] = r->id;
     inflight_add(xc, -1);
     sl->chunks--;
@@ -535,20 +573,31 @@ static void finish_read(struct xd_xc *xc, int32_t s) {
     struct xd__xc_slot *sl = &xc->slots[s];
     const struct xd_xs_region *r0 = &sl->x.r[0];
     const bool crc_left = sl->x.has_crc && sl->crc_pos < r0->len;
-    if (!sl->err && (crc_left || xc->staging)) {
+    /* started parts read the staging buffer: wait for them even when the read failed */
+    if ((!sl->err && (crc_left || xc->staging)) || sl->cm_started) {
         sl->finishing = true;
+        const int read_err = sl->err;
         unlock(xc);
         int err = 0;
-        uint32_t crc = sl->crc;
-        if (crc_left) crc = xd_crc32c(crc, sl->io + r0->slot_off + sl->crc_pos, r0->len - sl->crc_pos);
-        if (sl->x.has_crc && crc != sl->x.crc) err = -EBADMSG;
-        if (!err && xc->staging) {
+        if (!read_err) {
+            uint32_t crc = sl->crc;
+            if (crc_left) crc = xd_crc32c(crc, sl->io + r0->slot_off + sl->crc_pos, r0->len - sl->crc_pos);
+            if (sl->x.has_crc && crc != sl->x.crc) err = -EBADMSG;
+        }
+        if (!read_err && !err && xc->streamed) {
+            err = advance_commit(xc, sl, true);
+        } else if (!read_err && !err && xc->staging) {
             int rc = xc->be.commit(xc->be.user, sl->mem, sl->io, read_bytes(&sl->x));
             if (rc < 0) err = rc;
         }
+        if (sl->cm_started) {
+            int rc = xc->be.commit_wait(xc->be.user);
+            if (rc < 0 && !err) err = rc;
+            sl->cm_started = false;
+        }
         lock(xc);
         sl->finishing = false;
-        if (err) {
+        if (err && !read_err) {
             sl->err = err;
             sl->err_off = err == -EBADMSG ? r0->off : 0;
         }
@@ -619,13 +668,22 @@ void xd__xc_io_done(void *user, struct xd_xio_req *const *reqs, const int32_t *r
     int n_touched = 0;
     lock(xc);
     for (int i = 0; i < n; i++) {
-        if (reqs[i]->chunk >= 0 && n_touched < 64) touched[n_touched++] = reqs[i]->slot;
+        int32_t s = reqs[i]->slot;
+        if (n_touched < 64 && (n_touched == 0 || touched[n_touched - 1] != s)) touched[n_touched++] = s;
         complete_req(xc, reqs[i], res[i]);
     }
     pump(xc);
     for (int i = 0; i < n_touched; i++) {
         struct xd__xc_slot *sl = &xc->slots[touched[i]];
-        if (sl->state == XC_READING && !sl->err && sl->x.has_crc && !sl->finishing) advance_crc(xc, sl);
+        if (sl->state != XC_READING || sl->err || sl->finishing) continue;
+        if (sl->x.has_crc) advance_crc(xc, sl);
+        if (xc->streamed && sl->io) {
+            int rc = advance_commit(xc, sl, false);
+            if (rc < 0) { /* issue no more; it finishes (and retries) once its reads are back */
+                sl->err = rc;
+                sl->err_off = 0;
+            }
+        }
     }
     settle(xc);
     ASSERT_INVARIANTS(xc);

@@ -91,7 +91,17 @@ enum xd_xc_io {
  * Host backends (CPU) read straight into slots and leave the staging calls NULL. A device
  * backend (CUDA) gives device memory for slots and a commit that copies a verified expert from
  * host staging (pinned memory it allocates, which io_uring registers) into its slot; commit
- * must have finished (or be ordered before any kernel that reads the slot) when it returns. */
+ * must have finished (or be ordered before any kernel that reads the slot) when it returns.
+ *
+ * Streamed commit (optional, instead of commit): commit_part starts copying bytes
+ * [off, off + len) of a staging buffer to the same offsets of a slot and may return before the
+ * copy is done; the cache calls it while the expert is still being read, as its chunks land in
+ * file order (at least part_bytes at a time but the last of a region), so the copy trails the
+ * read by one part instead of starting after the read's end. commit_wait returns once every
+ * part started so far, by any thread, is done; the cache calls it before it publishes the slot
+ * or lets the staging buffer go. Parts are started before the checksum is verified: a slot
+ * whose read fails is not published, and its retry copies every byte again. Both functions may
+ * be called from several threads at once, commit_part with the cache's lock held. */
 struct xd_xc_backend {
     const char *name;
     void *(*slots_alloc)(void *user, size_t bytes); /* XD_XS_ALIGN-aligned, or NULL */
@@ -101,6 +111,9 @@ struct xd_xc_backend {
     int (*commit)(void *user, void *slot, const void *staging, size_t bytes); /* 0 or < 0 */
     int32_t n_staging; /* staging buffers (experts read at once); 0: 4 */
     void *user;
+    int (*commit_part)(void *user, void *slot, const void *staging, size_t off, size_t len);
+    int (*commit_wait)(void *user); /* 0 or < 0 (the parts' first error) */
+    size_t part_bytes; /* least bytes per commit_part but a region's last; 0: 4 MiB */
 };
 
 /* Host memory (anonymous mmap). Never NULL. */

@@ -37,7 +37,13 @@ struct xd__xc_slot {
     uint64_t t_start_ns; /* when the read began (latency) */
     uint64_t crc_pos;    /* bytes of the checksummed extent verified so far, in order */
     uint32_t crc;        /* CRC-32C of those bytes */
-    uint8_t *chunk_ok;   /* [max_chunks]: chunks of the extent that have landed */
+    uint8_t *chunk_ok;   /* [max_chunks]: chunks that have landed, by issue order */
+    int32_t n_issued;    /* chunks issued in this attempt (region by region, in order) */
+    bool cm_started;     /* streamed commit: a part was started in this attempt */
+    int32_t cm_chunk;    /* streamed commit: the next chunk whose landing it has not seen, */
+    int32_t cm_region;   /* that chunk's region, */
+    uint64_t cm_landed;  /* bytes of that region landed in order, */
+    uint64_t cm_sent;    /* and bytes of it passed to commit_part */
     int32_t staging;     /* staging buffer in use, -1 */
     int32_t buf_index;   /* registered buffer holding io, -1 */
     unsigned char *mem;  /* slot memory: the views point here */
@@ -99,6 +105,8 @@ struct xd_xc {
     int32_t n_fin;
     uint32_t chunk;
     int32_t max_chunks;      /* chunks of the largest expert */
+    bool streamed;           /* the backend commits by parts (commit_part) */
+    uint64_t part_bytes;     /* least bytes per part */
     uint8_t *chunk_flags;    /* [n_slots * max_chunks], the slots' chunk_ok */
     int32_t n_inflight;      /* requests in flight */
     uint64_t busy_since_ns;

@@ -24,6 +24,7 @@
 
 #define DEFAULT_CHUNK (1u << 20)
 #define DEFAULT_DEPTH 32
+#define DEFAULT_PART (4u << 20) /* streamed commit: ~75 µs of PCIe 4/5 x16 */
 #define REGBUF_MAX ((uint64_t)1 << 30)
 
 __attribute__((format(printf, 4, 5))) static int errf(char *err, size_t errlen, int code,
@@ -213,13 +214,21 @@ int xd_xc_open(const struct xd_model *m, const struct xd_xc_config *cfg, struct 
     }
     xc->n_slots = (int32_t)n_slots;
     xc->be = cfg->backend ? *cfg->backend : *xd_xc_backend_host();
+    if (!xc->be.commit_part != !xc->be.commit_wait || (xc->be.commit_part && !xc->be.staging_alloc) ||
+        (xc->be.commit && !xc->be.staging_alloc)) {
+        rc = errf(err, errlen, XD_E_INVALID, "expert-cache backend %s: a commit needs staging, "
+                  "and commit_part and commit_wait come together", xc->be.name);
+        goto fail;
+    }
+    xc->streamed = xc->be.commit_part != NULL;
+    xc->part_bytes = xc->be.part_bytes ? xc->be.part_bytes : DEFAULT_PART;
     xc->pool_bytes = (size_t)n_slots * xc->slot_bytes;
     if (!(xc->pool = xc->be.slots_alloc(xc->be.user, xc->pool_bytes))) {
         rc = errf(err, errlen, XD_E_NOMEM, "cannot allocate %s of expert slots (%s backend)",
                   xd_xc_format_size(xc->pool_bytes, b1, sizeof b1), xc->be.name);
         goto fail;
     }
-    if (xc->be.commit) {
+    if (xc->be.commit || xc->streamed) {
         xc->n_staging = xc->be.n_staging > 0 ? xc->be.n_staging : 4;
         if (xc->n_staging > xc->n_slots) xc->n_staging = xc->n_slots;
         xc->staging = xc->be.staging_alloc(xc->be.user, (size_t)xc->n_staging * xc->slot_bytes);
@@ -257,7 +266,8 @@ int xd_xc_open(const struct xd_model *m, const struct xd_xc_config *cfg, struct 
         xd__lru_push(&xc->free, sl->part, i);
     }
     xc->chunk = cfg->read_chunk ? cfg->read_chunk : DEFAULT_CHUNK;
-    xc->max_chunks = (int32_t)((xc->slot_bytes + xc->chunk - 1) / xc->chunk);
+    /* an expert's regions lie apart in its slot: each can end in a partial chunk */
+    xc->max_chunks = (int32_t)((xc->slot_bytes + xc->chunk - 1) / xc->chunk) + XD_XS_PARTS;
     if (!(xc->chunk_flags = calloc((size_t)xc->n_slots, (size_t)xc->max_chunks))) goto fail_nomem;
     for (int32_t i = 0; i < xc->n_slots; i++)
         xc->slots[i].chunk_ok = xc->chunk_flags + (size_t)i * (size_t)xc->max_chunks;

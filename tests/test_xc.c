@@ -703,52 +703,29 @@ Test(xc_evict, next_use_keeps_hot_experts_and_the_layers_coming_next) {
 
 /* ---- a device backend: slots in "device" memory, reads through host staging ---------------- */
 
-struct fake_device {
-    atomic_int commits;
-    void *slots;
-    size_t slot_bytes;
-};
-
-static void *fake_alloc(void *user, size_t bytes) {
-    void *p = NULL;
-    if (posix_memalign(&p, 4096, bytes)) return NULL;
-    memset(p, 0xa5, bytes); /* "device" memory the host never reads into directly */
-    struct fake_device *d = user;
-    if (!d->slots) d->slots = p, d->slot_bytes = bytes;
-    return p;
-}
-static void fake_free(void *user, void *p, size_t bytes) {
-    (void)user;
-    (void)bytes;
-    free(p);
-}
-static int fake_commit(void *user, void *slot, const void *staging, size_t bytes) {
-    struct fake_device *d = user;
-    atomic_fetch_add(&d->commits, 1);
-    memcpy(slot, staging, bytes); /* cudaMemcpyAsync + sync in the real thing */
-    return 0;
-}
-
-Test(xc_backend, device_slots_filled_through_staging_are_bit_identical, .timeout = 300) {
+/* Every expert reaches the "device" slots only through the backend's commit: whole (after the
+ * read) or streamed (parts while the read goes on, copied later by the fake's queue), from
+ * the GGUF file (three regions per expert) and from a packed store (one, checksummed). The
+ * run's logits must equal the resident run's bit for bit either way. */
+static void device_backend(size_t part_bytes, uint32_t read_chunk) {
     char *path;
     struct xd_model *m = xc_load("qwen3moe-tiny-q8_0.gguf", &path);
     char *pack = xc_pack_temp(m);
-    struct fake_device dev = {0};
-    atomic_init(&dev.commits, 0);
-    const struct xd_xc_backend be = {
-        .name = "fake-device", .slots_alloc = fake_alloc, .slots_free = fake_free,
-        .staging_alloc = fake_alloc, .staging_free = fake_free, .commit = fake_commit,
-        .n_staging = 2, .user = &dev,
-    };
+    struct xc_fake_device dev;
+    struct xd_xc_backend be;
+    xc_fake_init(&dev, &be, part_bytes, 2);
     const int64_t n_logits = 4 * m->hp.n_vocab;
     float *want = malloc((size_t)n_logits * sizeof *want), *got = malloc((size_t)n_logits * sizeof *got);
     cr_assert_eq(xc_greedy(m, NULL, "Hello there", 3, want), 0);
     const char *stores[] = {"gguf", pack};
     for (int i = 0; i < 2; i++) {
-        dev.slots = NULL;
+        xc_fake_reset(&dev);
         uint64_t slot = xc_slot_bytes(m, path, stores[i]);
         struct xd_xc_config cfg = {.budget = 6 * slot, .model_path = path, .store = stores[i],
-                                   .backend = &be};
+                                   .backend = &be, .read_chunk = read_chunk,
+                                   /* one read in flight: each completion lands one chunk, so
+                                    * a streamed commit's parts show as they are cut */
+                                   .queue_depth = part_bytes ? 1 : 0};
         struct xd_xc *xc;
         char err[256];
         cr_assert_eq(xd_xc_open(m, &cfg, &xc, err, sizeof err), 0, "%s", err);
@@ -763,15 +740,65 @@ Test(xc_backend, device_slots_filled_through_staging_are_bit_identical, .timeout
         xd_xc_release(xc, 1, 3);
         struct xd_xc_stats st;
         xd_xc_stats_get(xc, &st);
-        cr_assert_eq((uint64_t)atomic_load(&dev.commits), st.reads);
+        cr_assert_gt(st.reads, 0);
+        pthread_mutex_lock(&dev.mu);
+        if (part_bytes) {
+            cr_assert_eq(dev.commits, 0);
+            cr_assert_eq(dev.waits, st.reads, "one wait per read");
+            /* every byte read, once; a read that ends at the end of the file gets up to a block
+             * less than its region, which the part still covers */
+            cr_assert(dev.part_bytes >= st.bytes_read &&
+                      dev.part_bytes < st.bytes_read + st.reads * XD_XS_PARTS * XD_XS_ALIGN,
+                      "%llu bytes in parts, %llu read", (unsigned long long)dev.part_bytes,
+                      (unsigned long long)st.bytes_read);
+            /* a region's bytes beyond part_bytes go in several parts: streamed, not at the end */
+            cr_assert_gt(dev.parts, 3 * st.reads, "store %s: %llu parts for %llu reads", stores[i],
+                         (unsigned long long)dev.parts, (unsigned long long)st.reads);
+            cr_assert_eq(dev.races, 0, "a staging buffer changed under a queued copy");
+        } else {
+            cr_assert_eq(dev.commits, st.reads);
+            cr_assert_eq(dev.parts, 0);
+        }
+        pthread_mutex_unlock(&dev.mu);
         cr_assert_eq(xd_xc_check_invariants(xc), 0);
         xd_xc_destroy(xc);
-        atomic_store(&dev.commits, 0);
     }
+    pthread_mutex_destroy(&dev.mu);
     unlink(pack);
     free(pack);
     free(want);
     free(got);
+    free(path);
+    xd_model_free(m);
+}
+
+Test(xc_backend, device_slots_filled_through_staging_are_bit_identical, .timeout = 300) {
+    device_backend(0, 0);
+}
+
+Test(xc_backend, streamed_commit_copies_parts_during_the_read, .timeout = 300) {
+    device_backend(8192, 8192);
+}
+
+Test(xc_backend, streamed_commit_parts_span_chunks, .timeout = 300) {
+    device_backend(12288, 4096); /* parts of three chunks, regions ending mid-part */
+}
+
+Test(xc_backend, backend_without_staging_for_its_commit_is_refused) {
+    char *path;
+    struct xd_model *m = xc_load("qwen3moe-tiny-q8_0.gguf", &path);
+    struct xc_fake_device dev;
+    struct xd_xc_backend be;
+    xc_fake_init(&dev, &be, 8192, 2);
+    be.commit_wait = NULL;
+    struct xd_xc_config cfg = {.budget = 6 * xc_slot_bytes(m, path, "gguf"), .model_path = path,
+                               .store = "gguf", .backend = &be};
+    struct xd_xc *xc = NULL;
+    char err[256] = "";
+    cr_assert_eq(xd_xc_open(m, &cfg, &xc, err, sizeof err), XD_E_INVALID);
+    cr_assert(strstr(err, "fake-device") && strstr(err, "commit_wait"), "%s", err);
+    cr_assert_null(xc);
+    pthread_mutex_destroy(&dev.mu);
     free(path);
     xd_model_free(m);
 }
@@ -827,15 +854,20 @@ static void *stress_thread(void *arg) {
     return NULL;
 }
 
-static void stress(enum xd_xc_io io, const char *store_kind) {
+/* part_bytes: 0 for host slots, else a streamed device backend (xc_fake_init) */
+static void stress_on(enum xd_xc_io io, const char *store_kind, size_t part_bytes) {
     char *path;
+    struct xc_fake_device dev;
+    struct xd_xc_backend be;
+    if (part_bytes) xc_fake_init(&dev, &be, part_bytes, 2);
     struct xd_model *m = xc_load("mixtral-tiny-q8_0.gguf", &path);
     char *pack = strcmp(store_kind, "packed") ? NULL : xc_pack_temp(m);
     const char *store = pack ? pack : "gguf";
     uint64_t slot = xc_slot_bytes(m, path, store);
     /* three slots for four threads: one of them always waits for another's release */
     struct xd_xc_config cfg = {.budget = 3 * slot, .model_path = path, .store = store, .io = io,
-                               .queue_depth = 4, .read_chunk = 16384};
+                               .queue_depth = 4, .read_chunk = 16384,
+                               .backend = part_bytes ? &be : NULL};
     struct xd_xc *xc;
     char err[256];
     int rc = xd_xc_open(m, &cfg, &xc, err, sizeof err);
@@ -860,14 +892,24 @@ static void stress(enum xd_xc_io io, const char *store_kind) {
     cr_assert_gt(st.evictions, 100);
     cr_assert_eq(st.read_errors, 0);
     xd_xc_destroy(xc);
+    if (part_bytes) {
+        cr_assert_eq(dev.races, 0, "a staging buffer changed under a queued copy");
+        cr_assert_gt(dev.parts, st.reads);
+        pthread_mutex_destroy(&dev.mu);
+    }
     if (pack) unlink(pack);
     free(pack);
     free(path);
     xd_model_free(m);
 }
 
+static void stress(enum xd_xc_io io, const char *store_kind) { stress_on(io, store_kind, 0); }
+
 Test(xc_stress, pinned_slots_never_change_uring_gguf, .timeout = 300) { stress(XD_XC_IO_URING, "gguf"); }
 Test(xc_stress, pinned_slots_never_change_pread_packed, .timeout = 300) { stress(XD_XC_IO_PREAD, "packed"); }
+Test(xc_stress, pinned_slots_never_change_streamed_commit, .timeout = 300) {
+    stress_on(XD_XC_IO_PREAD, "gguf", 16384);
+}
 
 /* ---- trace replay ------------------------------------------------------------------------ */
 

@@ -142,13 +142,15 @@ static void fx_close(struct fixture *f) {
     xd_model_free(f->m);
 }
 
+/* be: NULL for host slots, else a device backend (xc_fake_init) */
 static struct xd_xc *open_shimmed(struct fixture *f, struct shim_cfg *c, struct xc_log *log,
-                                  const char *store) {
+                                  const char *store, const struct xd_xc_backend *be) {
     const uint64_t slots = (uint64_t)f->m->hp.n_expert_used + 1;
     struct xd_xc_config cfg = {.budget = slots * xc_slot_bytes(f->m, f->path, store),
                                .model_path = f->path, .store = store,
                                .io_ops = &shim_ops, .io_ops_user = c, .read_chunk = 64 * 1024,
-                               .queue_depth = 8, .log = xc_log_sink, .log_user = log};
+                               .queue_depth = 8, .log = xc_log_sink, .log_user = log,
+                               .backend = be};
     struct xd_xc *xc;
     char err[256];
     cr_assert_eq(xd_xc_open(f->m, &cfg, &xc, err, sizeof err), 0, "%s", err);
@@ -156,8 +158,12 @@ static struct xd_xc *open_shimmed(struct fixture *f, struct shim_cfg *c, struct 
 }
 
 /* Sweep a transient fault over every read position of a run. */
-static void sweep_transient(enum fault kind, const struct xd_xio_ops *inner, const char *store_kind) {
+static void sweep_transient_on(enum fault kind, const struct xd_xio_ops *inner,
+                              const char *store_kind, size_t part_bytes) {
     struct fixture f;
+    struct xc_fake_device dev;
+    struct xd_xc_backend be;
+    if (part_bytes) xc_fake_init(&dev, &be, part_bytes, 2);
     fx_open(&f, "mixtral-tiny-q8_0.gguf");
     const char *store = strcmp(store_kind, "packed") ? "gguf" : f.pack;
     float *got = malloc(f.n_logits * sizeof *got);
@@ -168,10 +174,16 @@ static void sweep_transient(enum fault kind, const struct xd_xio_ops *inner, con
         atomic_init(&c.seen, 0);
         atomic_init(&c.injected, 0);
         struct xc_log log = {0};
-        struct xd_xc *xc = open_shimmed(&f, &c, &log, store);
+        struct xd_xc *xc = open_shimmed(&f, &c, &log, store, part_bytes ? &be : NULL);
         int rc = xc_greedy(f.m, xc, prompt, STEPS, got);
         cr_assert_eq(rc, 0, "%s fault at read %d failed the run (%s)", fault_name[kind], n,
                      xd_strerror(rc));
+        if (part_bytes) {
+            cr_assert_eq(dev.races, 0, "%s at %d: staging reused under a queued copy",
+                         fault_name[kind], n);
+            cr_assert_gt(dev.parts, 0);
+            xc_fake_reset(&dev);
+        }
         cr_assert_eq(memcmp(got, f.want, f.n_logits * sizeof *got), 0,
                      "%s fault at read %d changed the logits", fault_name[kind], n);
         cr_assert_eq(xd_xc_check_invariants(xc), 0);
@@ -190,8 +202,13 @@ static void sweep_transient(enum fault kind, const struct xd_xio_ops *inner, con
         if (kind == F_SHORT) cr_assert_eq(st.short_reads, 1);
     }
     cr_assert_gt(recovered, 20, "only %d faults injected", recovered);
+    if (part_bytes) pthread_mutex_destroy(&dev.mu);
     free(got);
     fx_close(&f);
+}
+
+static void sweep_transient(enum fault kind, const struct xd_xio_ops *inner, const char *store_kind) {
+    sweep_transient_on(kind, inner, store_kind, 0);
 }
 
 Test(xc_fault, transient_eio_is_retried, .timeout = 600) {
@@ -206,6 +223,15 @@ Test(xc_fault, transient_short_read_is_continued, .timeout = 600) {
 Test(xc_fault, transient_bad_checksum_is_retried, .timeout = 600) {
     sweep_transient(F_CRC, xd_xio_pread_ops(), "packed");
 }
+/* The same through a device backend whose copies stream behind the reads: a retry must wait
+ * for the failed attempt's queued copies before its staging buffer is read into again. */
+Test(xc_fault, transient_bad_checksum_streamed_commit, .timeout = 600) {
+    sweep_transient_on(F_CRC, xd_xio_pread_ops(), "packed", 64 * 1024);
+}
+Test(xc_fault, transient_eio_streamed_commit, .timeout = 600) {
+    sweep_transient_on(F_EIO, xd_xio_pread_ops(), "gguf", 64 * 1024);
+}
+
 Test(xc_fault, transient_eio_uring, .timeout = 600) {
     struct xd_xio *probe;
     int fd = open("/dev/null", O_RDONLY);
@@ -229,7 +255,7 @@ static void persistent(enum fault kind, int want_rc, const char *store_kind) {
         atomic_init(&c.seen, 0);
         atomic_init(&c.injected, 0);
         struct xc_log log = {0};
-        struct xd_xc *xc = open_shimmed(&f, &c, &log, store);
+        struct xd_xc *xc = open_shimmed(&f, &c, &log, store, NULL);
         int rc = xc_greedy(f.m, xc, prompt, STEPS, got); /* asserts nothing stays pinned */
         cr_assert_eq(rc, want_rc, "%s from read %d: got %d (%s)", fault_name[kind], n, rc,
                      xd_strerror(rc));
@@ -269,7 +295,7 @@ Test(xc_fault, persistent_short_reads_still_complete, .timeout = 600) {
     atomic_init(&c.seen, 0);
     atomic_init(&c.injected, 0);
     struct xc_log log = {0};
-    struct xd_xc *xc = open_shimmed(&f, &c, &log, f.pack);
+    struct xd_xc *xc = open_shimmed(&f, &c, &log, f.pack, NULL);
     cr_assert_eq(xc_greedy(f.m, xc, prompt, STEPS, got), 0);
     cr_assert_eq(memcmp(got, f.want, f.n_logits * sizeof *got), 0);
     cr_assert_gt(xd_xc_stats(xc)->short_reads, 10);

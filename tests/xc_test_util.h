@@ -5,11 +5,13 @@
 #define XC_TEST_UTIL_H
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "expert_cache.h"
 #include "expert_store.h"
 #include "forward.h"
@@ -124,6 +126,113 @@ static inline int xc_greedy_on(const struct xd_model *m, struct xd_xc *xc, const
 static inline int xc_greedy(const struct xd_model *m, struct xd_xc *xc, const char *prompt,
                             int n, float *out) {
     return xc_greedy_on(m, xc, NULL, prompt, n, out);
+}
+
+/* ---- a device backend: slots in "device" memory, reads through host staging ---------------
+ * The host cannot read into its slots; bytes get there only through the backend's commit.
+ * Streamed (commit_part/commit_wait): parts are queued and copied later, at the next
+ * commit_wait or when the queue is full, like a copy engine working through its stream; each
+ * part's staging bytes are checksummed when it is queued and again when it is copied, so a
+ * cache that reuses a staging buffer before waiting for the copies reading it is caught
+ * (races). Whole commits (commit) copy at once. */
+#define XC_FAKE_QUEUE 64
+
+struct xc_fake_part {
+    void *slot;
+    const void *staging;
+    size_t off, len;
+    uint32_t crc;
+};
+
+struct xc_fake_device {
+    pthread_mutex_t mu;
+    void *slots;          /* the first allocation: the slot pool */
+    size_t slot_bytes;
+    struct xc_fake_part q[XC_FAKE_QUEUE];
+    int n_q;
+    uint64_t commits, parts, part_bytes, waits, races, max_q;
+};
+
+static inline void *xc_fake_alloc(void *user, size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 4096, bytes)) return NULL;
+    memset(p, 0xa5, bytes); /* "device" memory the host never reads into directly */
+    struct xc_fake_device *d = user;
+    pthread_mutex_lock(&d->mu);
+    if (!d->slots) d->slots = p, d->slot_bytes = bytes;
+    pthread_mutex_unlock(&d->mu);
+    return p;
+}
+
+static inline void xc_fake_free(void *user, void *p, size_t bytes) {
+    (void)user;
+    (void)bytes;
+    free(p);
+}
+
+static inline int xc_fake_commit(void *user, void *slot, const void *staging, size_t bytes) {
+    struct xc_fake_device *d = user;
+    pthread_mutex_lock(&d->mu);
+    d->commits++;
+    pthread_mutex_unlock(&d->mu);
+    memcpy(slot, staging, bytes); /* cudaMemcpyAsync + sync in the real thing */
+    return 0;
+}
+
+static inline void xc_fake_drain_locked(struct xc_fake_device *d) {
+    for (int i = 0; i < d->n_q; i++) {
+        const struct xc_fake_part *q = &d->q[i];
+        if (xd_crc32c(0, (const char *)q->staging + q->off, q->len) != q->crc) d->races++;
+        memcpy((char *)q->slot + q->off, (const char *)q->staging + q->off, q->len);
+    }
+    d->n_q = 0;
+}
+
+static inline int xc_fake_commit_part(void *user, void *slot, const void *staging, size_t off,
+                                      size_t len) {
+    struct xc_fake_device *d = user;
+    pthread_mutex_lock(&d->mu);
+    if (d->n_q == XC_FAKE_QUEUE) xc_fake_drain_locked(d);
+    d->q[d->n_q++] = (struct xc_fake_part){slot, staging, off, len,
+                                           xd_crc32c(0, (const char *)staging + off, len)};
+    if ((uint64_t)d->n_q > d->max_q) d->max_q = (uint64_t)d->n_q;
+    d->parts++;
+    d->part_bytes += len;
+    pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
+static inline int xc_fake_commit_wait(void *user) {
+    struct xc_fake_device *d = user;
+    pthread_mutex_lock(&d->mu);
+    xc_fake_drain_locked(d);
+    d->waits++;
+    pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
+/* A fake device and its backend: streamed with parts of part_bytes, or whole commits (0). */
+static inline void xc_fake_init(struct xc_fake_device *d, struct xd_xc_backend *be,
+                                size_t part_bytes, int32_t n_staging) {
+    memset(d, 0, sizeof *d);
+    pthread_mutex_init(&d->mu, NULL);
+    *be = (struct xd_xc_backend){.name = "fake-device", .slots_alloc = xc_fake_alloc,
+                                 .slots_free = xc_fake_free, .staging_alloc = xc_fake_alloc,
+                                 .staging_free = xc_fake_free, .n_staging = n_staging, .user = d};
+    if (part_bytes) {
+        be->commit_part = xc_fake_commit_part;
+        be->commit_wait = xc_fake_commit_wait;
+        be->part_bytes = part_bytes;
+    } else {
+        be->commit = xc_fake_commit;
+    }
+}
+
+static inline void xc_fake_reset(struct xc_fake_device *d) {
+    pthread_mutex_lock(&d->mu);
+    d->slots = NULL;
+    d->commits = d->parts = d->part_bytes = d->waits = d->races = d->max_q = 0;
+    pthread_mutex_unlock(&d->mu);
 }
 
 #endif

@@ -3,12 +3,13 @@
  *
  * Slots are one cudaMalloc (never managed memory: a page fault per first touch would stall
  * kernels unpredictably); the cache's O_DIRECT reads land in pinned staging (cudaHostAlloc,
- * which io_uring can register) and commit copies a verified expert into its slot with
- * cudaMemcpyAsync on a copy stream of its own, then waits for that copy only (an event).
- * Commit runs on whichever thread finished the read, so copies overlap the compute stream,
- * which the forward pass keeps busy with the experts that were already resident. The forward pass
- * releases a slot only after its kernels have run (forward_cuda.cu), so a refill never races
- * a reader.
+ * which io_uring can register) and the copy into its slot streams behind the read: each part
+ * of an expert that has landed is one cudaMemcpyAsync on a copy stream of its own, and the
+ * thread that finishes the read waits on an event recorded after its last part (the older
+ * whole-expert commit stays behind XD_CUDA_WHOLE_COMMIT=1 for A/B runs). Copies overlap the
+ * compute stream, which the forward pass keeps busy with the experts that were already
+ * resident. The forward pass releases a slot only after its kernels have run
+ * (forward_cuda.cu), so a refill never races a reader.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -83,6 +84,39 @@ int commit(void *user, void *slot, const void *staging, size_t bytes) {
     return 0;
 }
 
+/* Streamed commit: a part is one cudaMemcpyAsync on the copy stream, started while the rest
+ * of the expert is still being read (the cache calls it with its lock held: it must not block,
+ * and an async copy from pinned memory does not). */
+int commit_part(void *user, void *slot, const void *staging, size_t off, size_t len) {
+    xd_cuda_xcb *b = (xd_cuda_xcb *)user;
+    cudaError_t e = cudaMemcpyAsync((char *)slot + off, (const char *)staging + off, len,
+                                    cudaMemcpyHostToDevice, b->copy);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return XD_E_IO;
+    }
+    return 0;
+}
+
+/* Every part queued so far is done: an event recorded now on the copy stream (FIFO) covers the
+ * caller's parts, and those of experts that started before them. */
+int commit_wait(void *user) {
+    xd_cuda_xcb *b = (xd_cuda_xcb *)user;
+    cudaEvent_t ev;
+    if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return XD_E_IO;
+    }
+    cudaError_t e = cudaEventRecord(ev, b->copy);
+    if (e == cudaSuccess) e = cudaEventSynchronize(ev);
+    cudaEventDestroy(ev);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return XD_E_IO;
+    }
+    return 0;
+}
+
 uint64_t tbytes(const struct xd_tensor *t) {
     if (!t->data) return 0;
     return (uint64_t)xd_row_size(t->type, t->ne[0]) * (uint64_t)(t->ne[1] ? t->ne[1] : 1) *
@@ -107,8 +141,23 @@ extern "C" int xd_cuda_xcb_create(struct xd_cuda_xcb **out, char *err, size_t er
         free(b);
         return XD_E_IO;
     }
-    b->be = xd_xc_backend{"cuda", slots_alloc, slots_free, staging_alloc, staging_free, commit,
-                          8, b};
+    b->be = xd_xc_backend{};
+    b->be.name = "cuda";
+    b->be.slots_alloc = slots_alloc;
+    b->be.slots_free = slots_free;
+    b->be.staging_alloc = staging_alloc;
+    b->be.staging_free = staging_free;
+    b->be.n_staging = 8;
+    b->be.user = b;
+    /* XD_CUDA_WHOLE_COMMIT=1: copy an expert only after its whole read (the A/B switch for the
+     * streamed commit's figure in docs/benchmarks.md) */
+    const char *whole = getenv("XD_CUDA_WHOLE_COMMIT");
+    if (whole && *whole && strcmp(whole, "0")) {
+        b->be.commit = commit;
+    } else {
+        b->be.commit_part = commit_part;
+        b->be.commit_wait = commit_wait;
+    }
     *out = b;
     return 0;
 }

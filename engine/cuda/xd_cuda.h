@@ -59,8 +59,9 @@ const char *xd_cuda_ctx_error(const struct xd_cuda_ctx *c);
 
 /* ---- experts in VRAM (xc_cuda.cu) ---------------------------------------------------------- */
 /* An expert-cache backend: slots in VRAM (cudaMalloc), staging in pinned host memory
- * (cudaHostAlloc) that the cache's reads land in, commit = cudaMemcpyAsync on its own copy
- * stream, finished before commit returns (the compute stream keeps running meanwhile).
+ * (cudaHostAlloc) that the cache's reads land in, and a streamed commit: each landed part of
+ * an expert is a cudaMemcpyAsync on a copy stream of its own, waited for (an event) before the
+ * cache publishes the slot; the compute stream keeps running meanwhile.
  * Must outlive every cache opened with it. */
 struct xd_cuda_xcb;
 int xd_cuda_xcb_create(struct xd_cuda_xcb **out, char *err, size_t errlen);
