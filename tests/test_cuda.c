@@ -7,7 +7,8 @@
  *   - a prompt as one batch gives the same bits as token by token (batch invariance);
  *   - offloading never changes a bit: greedy logits with the expert cache in VRAM (slots from
  *     one expert per layer up to all experts, GGUF or packed store, io_uring or pread, with and
- *     without prefetch) and with host slots equal the everything-resident CUDA run.
+ *     without prefetch, copies streamed behind the reads in default or 8 KiB parts or made
+ *     whole after each read) and with host slots equal the everything-resident CUDA run.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -180,6 +181,8 @@ struct variant {
     enum xd_xc_io io;
     bool no_prefetch;
     bool host_slots; /* the CPU's host-memory slots instead of VRAM ones */
+    int commit;      /* VRAM slots: 0 streamed (default parts), 1 streamed in 8 KiB parts of
+                        8 KiB reads (many parts an expert), 2 whole (XD_CUDA_WHOLE_COMMIT=1) */
 };
 
 static void offload_sweep(const char *fixture) {
@@ -193,14 +196,23 @@ static void offload_sweep(const char *fixture) {
     float *want = malloc(n_logits * sizeof *want), *got = malloc(n_logits * sizeof *got);
     cr_assert_eq(xc_greedy_on(m, NULL, "cuda", prompt, STEPS, want), 0);
     char *pack = xc_pack_temp(m);
-    struct xd_cuda_xcb *xcb;
+    struct xd_cuda_xcb *xcb, *xcb_whole;
     char err[256];
     cr_assert_eq(xd_cuda_xcb_create(&xcb, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(setenv("XD_CUDA_WHOLE_COMMIT", "1", 1), 0);
+    cr_assert_eq(xd_cuda_xcb_create(&xcb_whole, err, sizeof err), 0, "%s", err);
+    unsetenv("XD_CUDA_WHOLE_COMMIT");
+    cr_assert_not_null(xd_cuda_xcb_backend(xcb)->commit_part, "streamed commit by default");
+    cr_assert_null(xd_cuda_xcb_backend(xcb_whole)->commit_part);
+    struct xd_xc_backend small_parts = *xd_cuda_xcb_backend(xcb);
+    small_parts.part_bytes = 8192;
     const int64_t budgets[] = {k, nl, nl * k, nl * ne / 2, nl * ne};
     const struct variant variants[] = {
-        {"gguf", XD_XC_IO_AUTO, false, false},
-        {"packed", XD_XC_IO_PREAD, true, false},
-        {"packed", XD_XC_IO_AUTO, false, true},
+        {"gguf", XD_XC_IO_AUTO, false, false, 0},
+        {"packed", XD_XC_IO_PREAD, true, false, 0},
+        {"packed", XD_XC_IO_AUTO, false, true, 0},
+        {"gguf", XD_XC_IO_PREAD, false, false, 1},
+        {"packed", XD_XC_IO_AUTO, false, false, 2},
     };
     int runs = 0;
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
@@ -210,19 +222,22 @@ static void offload_sweep(const char *fixture) {
         for (size_t b = 0; b < sizeof budgets / sizeof budgets[0]; b++) {
             if (va->host_slots && b != 0 && b != 4) continue; /* the fallback path: two sizes */
             const int64_t slots = budgets[b] < k ? k : budgets[b];
+            const struct xd_xc_backend *be = va->commit == 1   ? &small_parts
+                                             : va->commit == 2 ? xd_cuda_xcb_backend(xcb_whole)
+                                                               : xd_cuda_xcb_backend(xcb);
             struct xd_xc_config cfg = {.budget = (uint64_t)slots * slot, .model_path = path,
                                        .store = store, .io = va->io,
                                        .no_prefetch = va->no_prefetch,
-                                       .backend = va->host_slots ? NULL
-                                                                 : xd_cuda_xcb_backend(xcb)};
+                                       .read_chunk = va->commit == 1 ? 8192 : 0,
+                                       .backend = va->host_slots ? NULL : be};
             struct xd_xc *xc;
             cr_assert_eq(xd_xc_open(m, &cfg, &xc, err, sizeof err), 0, "%s", err);
             memset(got, 0, n_logits * sizeof *got);
             cr_assert_eq(xc_greedy_on(m, xc, "cuda", prompt, STEPS, got), 0);
             cr_assert_eq(memcmp(want, got, n_logits * sizeof *got), 0,
-                         "%s: %lld slots, store %s, io %d, prefetch %d, host slots %d: logits "
-                         "differ", fixture, (long long)slots, va->store, va->io, !va->no_prefetch,
-                         va->host_slots);
+                         "%s: %lld slots, store %s, io %d, prefetch %d, host slots %d, commit %d: "
+                         "logits differ", fixture, (long long)slots, va->store, va->io,
+                         !va->no_prefetch, va->host_slots, va->commit);
             cr_assert_eq(xd_xc_check_invariants(xc), 0);
             struct xd_xc_stats st;
             xd_xc_stats_get(xc, &st);
@@ -233,8 +248,9 @@ static void offload_sweep(const char *fixture) {
             runs++;
         }
     }
-    cr_assert_geq(runs, 12);
+    cr_assert_geq(runs, 22);
     xd_cuda_xcb_destroy(xcb);
+    xd_cuda_xcb_destroy(xcb_whole);
     unlink(pack);
     free(pack);
     free(want);
