@@ -47,7 +47,7 @@ static void engine_usage(FILE *f) {
                "  -n, --n-gen N         tokens of the decode test (default 128; 0 = skip)\n"
                "  -t, --threads N       kernel threads (default: one per CPU)\n"
                "  -r, --repetitions N   timed runs of each test (default 5)\n"
-               "  --backend NAME        " XD_BACKEND_NAMES " (default cpu)\n"
+               "  --backend NAME        " XD_BACKEND_NAMES ", cuda (default cpu)\n"
                "  --no-repack           keep the weights in the file's row layout (no panel copy)\n"
                "  --membw               also measure memory read bandwidth with the same threads\n"
                "                        (backend cuda: device-to-device and pinned host-to-device\n"
