@@ -62,28 +62,6 @@ void staging_free(void *user, void *p, size_t bytes) {
     cudaFreeHost(p);
 }
 
-/* Runs on the reader thread that finished the expert; several may commit at once. Each waits
- * on an event of its own copy, not on the copy stream: a stream sync would also wait for the
- * copies that other threads queued after it (their experts then become ready together, later
- * than they could). */
-int commit(void *user, void *slot, const void *staging, size_t bytes) {
-    xd_cuda_xcb *b = (xd_cuda_xcb *)user;
-    cudaEvent_t ev;
-    if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return XD_E_IO;
-    }
-    cudaError_t e = cudaMemcpyAsync(slot, staging, bytes, cudaMemcpyHostToDevice, b->copy);
-    if (e == cudaSuccess) e = cudaEventRecord(ev, b->copy);
-    if (e == cudaSuccess) e = cudaEventSynchronize(ev);
-    cudaEventDestroy(ev);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        return XD_E_IO;
-    }
-    return 0;
-}
-
 /* Streamed commit: a part is one cudaMemcpyAsync on the copy stream, started while the rest
  * of the expert is still being read (the cache calls it with its lock held: it must not block,
  * and an async copy from pinned memory does not). */
@@ -98,8 +76,10 @@ int commit_part(void *user, void *slot, const void *staging, size_t off, size_t 
     return 0;
 }
 
-/* Every part queued so far is done: an event recorded now on the copy stream (FIFO) covers the
- * caller's parts, and those of experts that started before them. */
+/* Runs on the reader thread that finished the expert; several may wait at once. Each waits on
+ * an event recorded now on the copy stream (FIFO: it covers the caller's parts and those queued
+ * before them), not on the stream: a stream sync would also wait for the copies that other
+ * threads queue later (their experts then become ready together, later than they could). */
 int commit_wait(void *user) {
     xd_cuda_xcb *b = (xd_cuda_xcb *)user;
     cudaEvent_t ev;
@@ -115,6 +95,12 @@ int commit_wait(void *user) {
         return XD_E_IO;
     }
     return 0;
+}
+
+/* The whole-expert commit (XD_CUDA_WHOLE_COMMIT=1): one copy after the read, then its wait. */
+int commit(void *user, void *slot, const void *staging, size_t bytes) {
+    int rc = commit_part(user, slot, staging, 0, bytes);
+    return rc ? rc : commit_wait(user);
 }
 
 uint64_t tbytes(const struct xd_tensor *t) {
