@@ -11,9 +11,10 @@
 #             The GPU image has none of our libraries: run bench/cuda-devroot.sh here first and
 #             carry .devroot (the build then takes them from there)
 #   test      test_cuda (golden rule on the CUDA backend, batch == alone, offloaded == resident
-#             bit for bit), then the whole ctest suite of that build
+#             bit for bit), then the rest of that build's ctest suite
 #   memcheck  compute-sanitizer --tool memcheck --leak-check full over test_cuda, every test
-#             process followed ($MEMCHECK_FILTER picks tests, default all)
+#             process followed ($MEMCHECK_FILTER picks tests, default all, e.g.
+#             '*q4_k_m*' for the 8-bit Q4_K kernels; $MEMCHECK_TIMEOUT seconds, default 480)
 #   goldens   check-goldens on the CUDA backend, resident and with a 3 MiB expert cache
 #             ($SHARED: the shared directory, default ../shared beside the repository; it
 #             does not travel to the device, where the stage says SKIPPED)
@@ -93,7 +94,7 @@ stage_test() {
   need_bin || return 1
   local rc=0
   (cd "$BUILD" && ./test_cuda --verbose=0 -j1) || rc=1
-  (cd "$BUILD" && ctest -j "$NPROC" --output-on-failure 2>&1 | tail -25) || rc=1
+  (cd "$BUILD" && ctest -j "$NPROC" -E '^test_cuda$' --output-on-failure 2>&1 | tail -25) || rc=1
   return "$rc"
 }
 
@@ -102,7 +103,8 @@ stage_memcheck() {
   local cs=/usr/local/cuda/bin/compute-sanitizer
   [ -x "$cs" ] || cs=$(command -v compute-sanitizer) || { echo "no compute-sanitizer"; return 1; }
   # criterion runs each test in a child process: follow them all; -j1 keeps them apart
-  (cd "$BUILD" && timeout 560 "$cs" --tool memcheck --leak-check full --error-exitcode 7 \
+  # the device tool stops a call at 600 s, and this stage follows a build
+  (cd "$BUILD" && timeout "${MEMCHECK_TIMEOUT:-480}" "$cs" --tool memcheck --leak-check full --error-exitcode 7 \
     --target-processes all ./test_cuda -j1 --filter "${MEMCHECK_FILTER:-*}") 2>&1 | tail -40
   local rc=${PIPESTATUS[0]}
   [ "$rc" = 124 ] && echo "memcheck ran out of time: narrow MEMCHECK_FILTER"
