@@ -785,7 +785,7 @@ Test(xc_backend, streamed_commit_parts_span_chunks, .timeout = 300) {
     device_backend(12288, 4096); /* parts of three chunks, regions ending mid-part */
 }
 
-Test(xc_backend, backend_without_staging_for_its_commit_is_refused) {
+Test(xc_backend, half_a_streamed_commit_is_refused) {
     char *path;
     struct xd_model *m = xc_load("qwen3moe-tiny-q8_0.gguf", &path);
     struct xc_fake_device dev;
