@@ -101,7 +101,9 @@ enum xd_xc_io {
  * part started so far, by any thread, is done; the cache calls it before it publishes the slot
  * or lets the staging buffer go. Parts are started before the checksum is verified: a slot
  * whose read fails is not published, and its retry copies every byte again. Both functions may
- * be called from several threads at once, commit_part with the cache's lock held. */
+ * be called from several threads at once; commit_part is called with the cache's lock held
+ * (from the read completions) or without it (a finishing read's last parts), so it must not
+ * block on the copy. */
 struct xd_xc_backend {
     const char *name;
     void *(*slots_alloc)(void *user, size_t bytes); /* XD_XS_ALIGN-aligned, or NULL */

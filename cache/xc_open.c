@@ -214,8 +214,8 @@ int xd_xc_open(const struct xd_model *m, const struct xd_xc_config *cfg, struct 
     }
     xc->n_slots = (int32_t)n_slots;
     xc->be = cfg->backend ? *cfg->backend : *xd_xc_backend_host();
-    if (!xc->be.commit_part != !xc->be.commit_wait || (xc->be.commit_part && !xc->be.staging_alloc) ||
-        (xc->be.commit && !xc->be.staging_alloc)) {
+    if (!xc->be.commit_part != !xc->be.commit_wait ||
+        ((xc->be.commit || xc->be.commit_part) && !xc->be.staging_alloc)) {
         rc = errf(err, errlen, XD_E_INVALID, "expert-cache backend %s: a commit needs staging, "
                   "and commit_part and commit_wait come together", xc->be.name);
         goto fail;
