@@ -2,7 +2,8 @@
 # Build expertd and run every test (this is what CI runs): the Criterion suites and the
 # end-to-end suites over real sockets (HTTP surface and openai client, batching, offloading,
 # 10,000 hostile requests, faults under load) on the release build, all of it again under
-# ASan+UBSan, the end-to-end suites against a ThreadSanitizer build, 60 s of libFuzzer per
+# ASan+UBSan, the CUDA backend's tests through its kernels on the CPU emulator (ASan+UBSan), the
+# end-to-end suites against a ThreadSanitizer build, 60 s of libFuzzer per
 # target, the deploy checks (with the CPU image build when root), and the public golden check
 # when ../shared is beside the repository. Exits non-zero on any failure.
 #   bash tests/run.sh            everything
@@ -36,6 +37,14 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-O1 -DEXPERTD_
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" ctest --test-dir build-asan --output-on-failure -j1
+echo "== CUDA backend on the CPU emulator (ASan+UBSan): test_cuda through the real kernels =="
+# engine/cuda/emu: the .cu files compiled as C++, every CUDA thread a fiber; no GPU is used
+cmake -S . -B build-cuemu -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS=-O1 -DCMAKE_CXX_FLAGS=-O2 \
+  -DEXPERTD_SANITIZE=address,undefined -DEXPERTD_CUDA=EMU >/dev/null
+cmake --build build-cuemu -j"$jobs" --target test_cuda expertd
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" ctest --test-dir build-cuemu -R '^test_cuda$' \
+  --output-on-failure
 echo "== end-to-end: expertd serve (ASan+UBSan) =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 E2E_LONG_TOKENS=40 \
   bash tests/e2e/serve_test.sh build-asan

@@ -1,6 +1,8 @@
 /* test_cuda.c - the CUDA backend against the CPU reference and against itself. Every test skips
- * with a message where the build has no CUDA or the machine no GPU (CI), so it runs for real
- * only on a GPU machine:
+ * with a message where the build has no CUDA or the machine no GPU. CI runs it twice: skipped in
+ * the nvcc build (no GPU), and for real in the EXPERTD_CUDA=EMU build, where the same kernels
+ * run on the CPU emulator (engine/cuda/emu) under ASan+UBSan; on a GPU machine it runs on the
+ * device (bench/cuda.sh test, and memcheck):
  *   - dequantization on the device equals quant.c bit for bit, per type;
  *   - the golden conformance rule (golden_rule.h) holds on every fixture with backend "cuda";
  *   - CUDA logits stay close to the CPU backend's over a greedy run;
@@ -124,6 +126,10 @@ Test(cuda, logits_close_to_cpu, .timeout = 300) {
             fast_worst = fmax(fast_worst, fabs((double)cpu[i] - fast[i]));
             scale = fmax(scale, fabs((double)cpu[i]));
         }
+        /* fmax() drops NaN: without this a NaN logit would pass as "no difference" */
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += !isfinite(gpu[i]);
+        cr_assert_eq(bad, 0, "%s: %zu CUDA logits are not finite", xc_fixtures[f], bad);
         double tol = 1e-3 * (1.0 + scale);
         if (xd_test_has_type(m, XD_TYPE_Q4_K)) tol = fmax(tol, 2.0 * fast_worst);
         cr_log_info("%s: max |logit cuda - cpu-ref| = %.2e (largest logit %.2f)", xc_fixtures[f],
@@ -195,6 +201,8 @@ static void offload_sweep(const char *fixture) {
     const size_t n_logits = (size_t)(STEPS + 1) * (size_t)nv;
     float *want = malloc(n_logits * sizeof *want), *got = malloc(n_logits * sizeof *got);
     cr_assert_eq(xc_greedy_on(m, NULL, "cuda", prompt, STEPS, want), 0);
+    for (size_t i = 0; i < n_logits; i++) /* the reference itself must be numbers */
+        cr_assert(isfinite(want[i]), "%s: resident CUDA logit %zu is not finite", fixture, i);
     char *pack = xc_pack_temp(m);
     struct xd_cuda_xcb *xcb, *xcb_whole;
     char err[256];
