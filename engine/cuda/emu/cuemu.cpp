@@ -6,6 +6,9 @@
  * against it; the "VRAM" size is XD_CUEMU_VRAM_MIB (default 8192). Pinned memory is
  * page-aligned heap memory (the expert cache reads into it with O_DIRECT).
  *
+ * Streams. Async copies, memsets and event completions wait in their stream's queue until
+ * something waits for them (the "streams" section below), so a missing wait shows.
+ *
  * Faults. A device fault (out-of-range copy, bad kernel argument, deadlocked barrier, a
  * shuffle with an exited lane, a refused launch configuration) prints one line to stderr and
  * makes every later call fail with its error, as a real context does after a fault; the
@@ -41,8 +44,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <new>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -60,12 +65,26 @@
 #include <ucontext.h>
 #endif
 
+struct xdemu_event;
+/* an operation waiting on its stream: a copy, a memset, or an event's completion */
+struct xdemu_op {
+    enum { COPY, SET, MARK } kind;
+    void *dst;
+    const void *src;
+    size_t n;
+    int v;
+    xdemu_event *ev;
+    unsigned gen; /* MARK: the event's recording it completes */
+};
 struct xdemu_stream {
     unsigned flags;
+    std::deque<xdemu_op> q; /* issued, not yet carried out (device's stream mutex) */
 };
 struct xdemu_event {
     unsigned flags;
-    bool recorded;
+    xdemu_stream *st; /* the stream of its last recording (null: the default stream) */
+    unsigned gen;     /* recordings so far */
+    bool recorded, done;
     double t;
 };
 
@@ -84,6 +103,9 @@ struct device {
     std::map<const void *, int> max_dyn_smem;
     size_t vram = 0, used = 0;
     cudaError_t sticky = cudaSuccess;
+    /* streams: their queues and the events recorded on them (never taken while mu is held) */
+    std::mutex smu;
+    std::set<xdemu_stream *> streams;
 };
 
 device &dev() {
@@ -199,8 +221,90 @@ cudaError_t do_alloc(void **out, size_t bytes, mem_kind kind) {
     return cudaSuccess;
 }
 
+/* Check a copy of n bytes; *lazy: both sides are device or pinned memory, so an async copy
+ * may be carried out later (a copy to or from pageable memory completes before it returns, as
+ * the CUDA runtime's does). */
+cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind, bool *lazy) {
+    if (cudaError_t e = sticky()) return set_error(e);
+    if (!dst || !src) return set_error(cudaErrorInvalidValue);
+    if (kind == cudaMemcpyDefault) {
+        const bool dd = kind_of(dst, n) == MEM_DEVICE, sd = kind_of(src, n) == MEM_DEVICE;
+        kind = dd ? (sd ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                  : (sd ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+    }
+    const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    cudaError_t e = check_range("cudaMemcpy destination", dst, n, dst_dev);
+    if (!e) e = check_range("cudaMemcpy source", src, n, src_dev);
+    *lazy = !e && kind_of(dst, n) && kind_of(src, n);
+    return e;
+}
+
+/* ---- streams -------------------------------------------------------------------------------- *
+ * Asynchronous work is carried out as late as CUDA allows, so that a missing wait shows: a
+ * stream's copies, memsets and event completions run, in issue order, only when something
+ * waits for them (a stream or event synchronize, a kernel launched on that stream, cudaFree,
+ * cudaDeviceSynchronize). Kernels run at launch, after their stream's earlier work. The
+ * default stream (null) runs everything at once. */
+void exec_op(const xdemu_op &o) {
+    switch (o.kind) {
+    case xdemu_op::COPY: memmove(o.dst, o.src, o.n); break;
+    case xdemu_op::SET: memset(o.dst, o.v, o.n); break;
+    case xdemu_op::MARK: /* (ev null: the event was destroyed) */
+        if (o.ev && o.ev->gen == o.gen) o.ev->done = true, o.ev->t = now_s();
+        break;
+    }
+}
+
+/* carry out st's queue, up to the completion of `until` (all of it when null); smu held */
+void flush_locked(xdemu_stream *st, const xdemu_event *until) {
+    while (!st->q.empty() && !(until && until->done)) {
+        const xdemu_op o = st->q.front();
+        st->q.pop_front();
+        exec_op(o);
+    }
+}
+
+void flush(xdemu_stream *st) {
+    if (!st) return;
+    std::lock_guard<std::mutex> g(dev().smu);
+    flush_locked(st, nullptr);
+}
+
+void flush_all() {
+    device &d = dev();
+    std::lock_guard<std::mutex> g(d.smu);
+    for (xdemu_stream *st : d.streams) flush_locked(st, nullptr);
+}
+
+/* issue op on st: queued when st is a stream and lazy, else carried out now (after st's
+ * earlier work) */
+void issue(xdemu_stream *st, const xdemu_op &o, bool lazy) {
+    if (!st) {
+        exec_op(o);
+        return;
+    }
+    std::lock_guard<std::mutex> g(dev().smu);
+    if (lazy) {
+        st->q.push_back(o);
+        return;
+    }
+    flush_locked(st, nullptr);
+    exec_op(o);
+}
+
+cudaError_t do_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind, xdemu_stream *st,
+                    bool async) {
+    if (!n) return set_error(sticky());
+    bool lazy = false;
+    if (cudaError_t e = check_copy(dst, src, n, kind, &lazy)) return e;
+    issue(st, xdemu_op{xdemu_op::COPY, dst, src, n, 0, nullptr, 0}, async && lazy);
+    return cudaSuccess;
+}
+
 cudaError_t do_free(void *p, mem_kind kind) {
     if (!p) return cudaSuccess;
+    flush_all(); /* cudaFree and cudaFreeHost wait for the device */
     device &d = dev();
     bool found = false;
     {
@@ -217,24 +321,6 @@ cudaError_t do_free(void *p, mem_kind kind) {
                      kind == MEM_DEVICE ? "cudaFree" : "cudaFreeHost", p,
                      kind == MEM_DEVICE ? "device" : "pinned");
     free(p);
-    return cudaSuccess;
-}
-
-cudaError_t do_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
-    if (cudaError_t e = sticky()) return set_error(e);
-    if (!n) return cudaSuccess;
-    if (!dst || !src) return set_error(cudaErrorInvalidValue);
-    if (kind == cudaMemcpyDefault) {
-        const bool dd = kind_of(dst, n) == MEM_DEVICE, sd = kind_of(src, n) == MEM_DEVICE;
-        kind = dd ? (sd ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
-                  : (sd ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
-    }
-    const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
-    const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-    cudaError_t e = check_range("cudaMemcpy destination", dst, n, dst_dev);
-    if (!e) e = check_range("cudaMemcpy source", src, n, src_dev);
-    if (e) return e;
-    memmove(dst, src, n);
     return cudaSuccess;
 }
 
@@ -585,7 +671,7 @@ cudaError_t func_set_attr(const void *fn, cudaFuncAttribute a, int v) {
 
 void run_grid(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem,
               cudaStream_t st, body_fn body, void *arg) {
-    (void)st; /* every stream runs in issue order, synchronously */
+    flush(st); /* the stream's earlier work first; the kernel runs now */
     if (sticky() != cudaSuccess) {
         set_error(sticky());
         return;
@@ -673,7 +759,10 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev_id) {
 }
 
 cudaError_t cudaSetDevice(int dev_id) { return dev_id == 0 ? cudaSuccess : set_error(cudaErrorInvalidValue); }
-cudaError_t cudaDeviceSynchronize(void) { return set_error(sticky()); }
+cudaError_t cudaDeviceSynchronize(void) {
+    flush_all();
+    return set_error(sticky());
+}
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     if (cudaError_t e = sticky()) return set_error(e);
@@ -695,65 +784,93 @@ cudaError_t cudaMallocHost(void **p, size_t bytes) { return do_alloc(p, bytes, M
 cudaError_t cudaFreeHost(void *p) { return do_free(p, MEM_PINNED); }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
-    return do_copy(dst, src, n, kind);
+    return do_copy(dst, src, n, kind, nullptr, false);
 }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind,
                             cudaStream_t st) {
-    (void)st;
-    return do_copy(dst, src, n, kind);
+    return do_copy(dst, src, n, kind, st, true);
 }
 cudaError_t cudaMemset(void *p, int v, size_t n) { return cudaMemsetAsync(p, v, n, nullptr); }
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st) {
-    (void)st;
     if (cudaError_t e = sticky()) return set_error(e);
     if (!n) return cudaSuccess;
     if (cudaError_t e = check_range("cudaMemset", p, n, true)) return e;
-    memset(p, v, n);
+    issue(st, xdemu_op{xdemu_op::SET, p, nullptr, n, v, nullptr, 0}, true);
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t *st) { return cudaStreamCreateWithFlags(st, 0); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags) {
     if (cudaError_t e = sticky()) return set_error(e);
-    *st = new (std::nothrow) xdemu_stream{flags};
-    return *st ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
+    *st = new (std::nothrow) xdemu_stream{flags, {}};
+    if (!*st) return set_error(cudaErrorMemoryAllocation);
+    device &d = dev();
+    std::lock_guard<std::mutex> g(d.smu);
+    d.streams.insert(*st);
+    return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t st) {
+    if (!st) return set_error(cudaErrorInvalidResourceHandle);
+    device &d = dev();
+    {
+        std::lock_guard<std::mutex> g(d.smu);
+        flush_locked(st, nullptr); /* its work completes, as on the device */
+        d.streams.erase(st);
+    }
     delete st;
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t st) {
-    (void)st;
+    if (st) flush(st);
     return set_error(sticky());
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t *ev) { return cudaEventCreateWithFlags(ev, 0); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned flags) {
     if (cudaError_t e = sticky()) return set_error(e);
-    *ev = new (std::nothrow) xdemu_event{flags, false, 0.0};
+    *ev = new (std::nothrow) xdemu_event{flags, nullptr, 0, false, false, 0.0};
     return *ev ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaEventDestroy(cudaEvent_t ev) {
+    if (!ev) return set_error(cudaErrorInvalidResourceHandle);
+    {
+        /* as on the device, destroying does not wait for the work before a pending completion:
+         * the completion is dropped instead */
+        device &d = dev();
+        std::lock_guard<std::mutex> g(d.smu);
+        for (xdemu_stream *st : d.streams)
+            for (xdemu_op &o : st->q)
+                if (o.kind == xdemu_op::MARK && o.ev == ev) o.ev = nullptr;
+    }
     delete ev;
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st) {
-    (void)st;
     if (cudaError_t e = sticky()) return set_error(e);
     if (!ev) return set_error(cudaErrorInvalidResourceHandle);
-    ev->recorded = true;
-    ev->t = now_s();
+    std::lock_guard<std::mutex> g(dev().smu);
+    if (ev->recorded && !ev->done && ev->st && ev->st != st) flush_locked(ev->st, ev);
+    ev->gen++;
+    ev->recorded = true, ev->done = false, ev->st = st;
+    const xdemu_op o{xdemu_op::MARK, nullptr, nullptr, 0, 0, ev, ev->gen};
+    if (st) st->q.push_back(o);
+    else exec_op(o);
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t ev) {
     if (!ev) return set_error(cudaErrorInvalidResourceHandle);
+    {
+        std::lock_guard<std::mutex> g(dev().smu);
+        if (ev->recorded && !ev->done && ev->st) flush_locked(ev->st, ev);
+    }
     return set_error(sticky());
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     if (cudaError_t e = sticky()) return set_error(e);
     if (!a || !b || (a->flags | b->flags) & cudaEventDisableTiming)
         return set_error(cudaErrorInvalidResourceHandle);
-    if (!a->recorded || !b->recorded) return set_error(cudaErrorNotReady);
+    std::lock_guard<std::mutex> g(dev().smu);
+    if (!a->recorded || !b->recorded || !a->done || !b->done) return set_error(cudaErrorNotReady);
     *ms = (float)((b->t - a->t) * 1e3);
     return cudaSuccess;
 }

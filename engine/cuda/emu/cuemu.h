@@ -22,11 +22,16 @@
  *     whose partner lane exited, and barriers that never complete (deadlock): each is a
  *     launch failure that sticks, as a device fault does, and is printed to stderr;
  *   - reliance on zeroed memory: cudaMalloc and every block's shared memory start as 0xff
- *     bytes (NaN as floats).
- * What it does not: timing, occupancy, races between blocks or streams (streams run in issue
- * order, synchronously), warp-synchronous code without shuffles, device math's last bits
- * (expf etc. are the host's; the golden rule's tolerance covers that), pointers to host
- * memory inside structs passed to kernels. A real GPU run (bench/cuda.sh) stays the proof.
+ *     bytes (NaN as floats);
+ *   - missing waits: a stream's async copies, memsets and event completions are carried out
+ *     as late as CUDA allows (when something waits on them), so a host that reads a copy's
+ *     destination, reuses its pinned source or publishes a VRAM slot without waiting sees
+ *     the old bytes (cuemu.cpp, "streams").
+ * What it does not: timing, occupancy, races between blocks, a kernel still running when the
+ * host or another stream touches its memory (kernels run at launch), warp-synchronous code
+ * without shuffles, device math's last bits (expf etc. are the host's; the golden rule's
+ * tolerance covers that), pointers to host memory inside structs passed to kernels. A real
+ * GPU run (bench/cuda.sh) stays the proof.
  *
  * Blocks run one at a time in grid order; threads within a block round-robin, switching only
  * at barriers and shuffles, so a kernel's results are deterministic run to run.
