@@ -8,6 +8,8 @@
 # Stages (run in the order given; each writes OUTDIR/STAGE.txt and says PASS/FAIL at its end):
 #   build     Release build with -DEXPERTD_CUDA=ON for $ARCH (default: the device's own
 #             compute capability) into $BUILD (default build-cuda); device.txt describes the GPU.
+#             EMU=1: -DEXPERTD_CUDA=EMU into build-cuemu instead (the kernels on the CPU
+#             emulator of engine/cuda/emu): a dry run of test, goldens and serve with no GPU
 #             The GPU image has none of our libraries: run bench/cuda-devroot.sh here first and
 #             carry .devroot (the build then takes them from there)
 #   test      test_cuda (golden rule on the CUDA backend, batch == alone, offloaded == resident
@@ -37,7 +39,8 @@
 #   bash bench/cuda.sh build bench -o $OUT
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
-BUILD=${BUILD:-build-cuda}
+EMU=${EMU:-0}
+if [ "$EMU" = 1 ]; then BUILD=${BUILD:-build-cuemu}; else BUILD=${BUILD:-build-cuda}; fi
 BACKEND=${BACKEND:-cuda}
 MODEL=${MODEL:-/dev/shm/xd-big.gguf}
 CACHE=${CACHE:-640MB}
@@ -64,6 +67,16 @@ need_bin() { [ -x "$BIN" ] || { echo "no $BIN: run the build stage first"; retur
 
 stage_build() {
   local arch=${ARCH:-}
+  if [ "$EMU" = 1 ]; then
+    echo "CUDA emulator on $NPROC CPUs (no GPU: correctness only, no timings)" | tee "$OUT/device.txt"
+    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DEXPERTD_CUDA=EMU > "$OUT/build.log" 2>&1 &&
+      cmake --build "$BUILD" -j "$NPROC" >> "$OUT/build.log" 2>&1
+    local rc=$?
+    grep -E "error:|warning:|CUDA backend|Built target (expertd|test_cuda)$" "$OUT/build.log"
+    [ "$rc" = 0 ] || { tail -20 "$OUT/build.log"; return 1; }
+    need_bin
+    return
+  fi
   if have_gpu; then
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version,compute_cap --format=csv \
       | tee "$OUT/device.txt"

@@ -45,6 +45,10 @@ cmake --build build-cuemu -j"$jobs" --target test_cuda expertd
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" ctest --test-dir build-cuemu -R '^test_cuda$' \
   --output-on-failure
+echo "== serve --backend cuda on the CPU emulator (ASan+UBSan): 8 concurrent requests = run alone =="
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  LSAN_OPTIONS=suppressions="$PWD/tests/lsan.supp" BUILD=build-cuemu bash bench/cuda.sh serve \
+  -o build-cuemu/cuda-results
 echo "== end-to-end: expertd serve (ASan+UBSan) =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 E2E_LONG_TOKENS=40 \
   bash tests/e2e/serve_test.sh build-asan
