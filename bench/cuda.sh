@@ -8,10 +8,10 @@
 # Stages (run in the order given; each writes OUTDIR/STAGE.txt and says PASS/FAIL at its end):
 #   build     Release build with -DEXPERTD_CUDA=ON for $ARCH (default: the device's own
 #             compute capability) into $BUILD (default build-cuda); device.txt describes the GPU.
-#             EMU=1: -DEXPERTD_CUDA=EMU into build-cuemu instead (the kernels on the CPU
-#             emulator of engine/cuda/emu): a dry run of test, goldens and serve with no GPU
 #             The GPU image has none of our libraries: run bench/cuda-devroot.sh here first and
-#             carry .devroot (the build then takes them from there)
+#             carry .devroot (the build then takes them from there). EMU=1: -DEXPERTD_CUDA=EMU
+#             into build-cuemu instead (the kernels on the CPU emulator of engine/cuda/emu), a
+#             dry run of test, goldens and serve with no GPU
 #   test      test_cuda (golden rule on the CUDA backend, batch == alone, offloaded == resident
 #             bit for bit), then the rest of that build's ctest suite
 #   memcheck  compute-sanitizer --tool memcheck --leak-check full over test_cuda, every test
