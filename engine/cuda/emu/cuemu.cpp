@@ -151,13 +151,12 @@ size_t vram_bytes() {
 }
 
 /* The allocation holding [p, p + n) (n may be 0: p may then be its end), or null. Lock held. */
-const allocation *find_locked(device &d, const void *p, size_t n, uintptr_t *base) {
+const allocation *find_locked(device &d, const void *p, size_t n) {
     const uintptr_t a = (uintptr_t)p;
     auto it = d.allocs.upper_bound(a);
     if (it == d.allocs.begin()) return nullptr;
     --it;
     if (a - it->first > it->second.bytes || n > it->second.bytes - (a - it->first)) return nullptr;
-    if (base) *base = it->first;
     return &it->second;
 }
 
@@ -165,7 +164,7 @@ const allocation *find_locked(device &d, const void *p, size_t n, uintptr_t *bas
 int kind_of(const void *p, size_t n) {
     device &d = dev();
     std::lock_guard<std::mutex> g(d.mu);
-    const allocation *a = find_locked(d, p, n, nullptr);
+    const allocation *a = find_locked(d, p, n);
     return a ? a->kind : 0;
 }
 
@@ -174,7 +173,7 @@ int kind_of(const void *p, size_t n) {
 bool straddles(const void *p, size_t n) {
     device &d = dev();
     std::lock_guard<std::mutex> g(d.mu);
-    if (find_locked(d, p, n, nullptr)) return false;
+    if (find_locked(d, p, n)) return false;
     const uintptr_t a = (uintptr_t)p;
     auto it = d.allocs.upper_bound(a + (n ? n - 1 : 0));
     if (it == d.allocs.begin()) return false;
@@ -182,8 +181,9 @@ bool straddles(const void *p, size_t n) {
     return a < it->first + it->second.bytes;
 }
 
-cudaError_t check_range(const char *what, const void *p, size_t n, bool want_device) {
-    const int k = kind_of(p, n);
+/* p .. p + n must be device memory (want_device) or must not; *kind: what it is (kind_of) */
+cudaError_t check_range(const char *what, const void *p, size_t n, bool want_device, int *kind) {
+    const int k = *kind = kind_of(p, n);
     if (want_device && k != MEM_DEVICE)
         return fault(cudaErrorInvalidValue, "%s: %zu bytes at %p are not inside one device "
                      "allocation%s", what, n, p, straddles(p, n) ? " (the range leaves it)" : "");
@@ -236,17 +236,17 @@ cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
     }
     const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
     const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-    cudaError_t e = check_range("cudaMemcpy destination", dst, n, dst_dev);
-    if (!e) e = check_range("cudaMemcpy source", src, n, src_dev);
-    *lazy = !e && kind_of(dst, n) && kind_of(src, n);
+    int dk = 0, sk = 0;
+    cudaError_t e = check_range("cudaMemcpy destination", dst, n, dst_dev, &dk);
+    if (!e) e = check_range("cudaMemcpy source", src, n, src_dev, &sk);
+    *lazy = !e && dk && sk;
     return e;
 }
 
 /* ---- streams -------------------------------------------------------------------------------- *
  * Asynchronous work is carried out as late as CUDA allows, so that a missing wait shows: a
  * stream's copies, memsets and event completions run, in issue order, only when something
- * waits for them (a stream or event synchronize, a kernel launched on that stream, cudaFree,
- * cudaDeviceSynchronize). Kernels run at launch, after their stream's earlier work. The
+ * waits for them (a stream or event synchronize, a kernel launched on that stream, cudaFree). Kernels run at launch, after their stream's earlier work. The
  * default stream (null) runs everything at once. */
 void exec_op(const xdemu_op &o) {
     switch (o.kind) {
@@ -722,7 +722,6 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
@@ -736,7 +735,6 @@ cudaError_t cudaGetLastError(void) {
     last_error = sticky();
     return e;
 }
-cudaError_t cudaPeekAtLastError(void) { return last_error; }
 
 cudaError_t cudaGetDeviceCount(int *n) {
     *n = 1;
@@ -760,11 +758,6 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev_id) {
     return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int dev_id) { return dev_id == 0 ? cudaSuccess : set_error(cudaErrorInvalidValue); }
-cudaError_t cudaDeviceSynchronize(void) {
-    flush_all();
-    return set_error(sticky());
-}
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     if (cudaError_t e = sticky()) return set_error(e);
@@ -782,7 +775,6 @@ cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned flags) {
     (void)flags;
     return do_alloc(p, bytes, MEM_PINNED);
 }
-cudaError_t cudaMallocHost(void **p, size_t bytes) { return do_alloc(p, bytes, MEM_PINNED); }
 cudaError_t cudaFreeHost(void *p) { return do_free(p, MEM_PINNED); }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
@@ -796,12 +788,12 @@ cudaError_t cudaMemset(void *p, int v, size_t n) { return cudaMemsetAsync(p, v, 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st) {
     if (cudaError_t e = sticky()) return set_error(e);
     if (!n) return cudaSuccess;
-    if (cudaError_t e = check_range("cudaMemset", p, n, true)) return e;
+    int k;
+    if (cudaError_t e = check_range("cudaMemset", p, n, true, &k)) return e;
     issue(st, xdemu_op{xdemu_op::SET, p, nullptr, n, v, nullptr, 0}, true);
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreate(cudaStream_t *st) { return cudaStreamCreateWithFlags(st, 0); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags) {
     if (cudaError_t e = sticky()) return set_error(e);
     *st = new (std::nothrow) xdemu_stream{flags, {}};

@@ -79,7 +79,6 @@ struct __attribute__((aligned(16))) uint4 {
 static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) {
     return uint4{x, y, z, w};
 }
-static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
 /* ---- the runtime API (cuemu.cpp) ------------------------------------------------------------ */
 enum cudaError_t {
@@ -87,7 +86,6 @@ enum cudaError_t {
     cudaErrorInvalidValue = 1,
     cudaErrorMemoryAllocation = 2,
     cudaErrorInvalidConfiguration = 9,
-    cudaErrorInvalidDevicePointer = 17,
     cudaErrorInvalidResourceHandle = 400,
     cudaErrorNotReady = 600,
     cudaErrorIllegalAddress = 700,
@@ -120,31 +118,22 @@ typedef struct xdemu_stream *cudaStream_t;
 typedef struct xdemu_event *cudaEvent_t;
 #define cudaStreamNonBlocking 0x01u
 #define cudaEventDisableTiming 0x02u
-#define cudaHostAllocDefault 0x00u
 #define cudaHostAllocPortable 0x01u
 
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetLastError(void);
-cudaError_t cudaPeekAtLastError(void);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev);
-cudaError_t cudaSetDevice(int dev);
-cudaError_t cudaDeviceSynchronize(void);
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 cudaError_t cudaMalloc(void **p, size_t bytes);
-template <class T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
-    return cudaMalloc((void **)p, bytes);
-}
 cudaError_t cudaFree(void *p);
 cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned flags);
-cudaError_t cudaMallocHost(void **p, size_t bytes);
 cudaError_t cudaFreeHost(void *p);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind,
                             cudaStream_t st = nullptr);
 cudaError_t cudaMemset(void *p, int v, size_t n);
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st = nullptr);
-cudaError_t cudaStreamCreate(cudaStream_t *st);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t st);
 cudaError_t cudaStreamSynchronize(cudaStream_t st);
@@ -298,7 +287,6 @@ struct __attribute__((aligned(4))) __half2 {
     __half x, y;
 };
 static inline __half __ushort_as_half(unsigned short u) { return __half{u}; }
-static inline unsigned short __half_as_ushort(__half h) { return h.x; }
 /* exact: every half is a float */
 static inline float __half2float(__half h) {
     const uint32_t s = (uint32_t)(h.x >> 15) << 31, e = (h.x >> 10) & 0x1f, m = h.x & 0x3ff;
